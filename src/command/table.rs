@@ -1,0 +1,121 @@
+//! The command table: every command's name, arity, flags, key positions and
+//! handler, known without running it (as kvrocks and Redis keep theirs).
+//!
+//! Each command family (`string`, `keys`, `server`) exports its own slice of
+//! [`CommandSpec`]s; [`lookup`] finds a command by case-insensitive name.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::Args;
+use crate::cluster::Op;
+use crate::node::Node;
+use crate::server::{Reply, Session};
+use crate::storage::Store;
+
+/// Command flags, reported by `COMMAND INFO` and used by the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags(pub u32);
+
+impl Flags {
+    /// Reads replicated data.
+    pub const READONLY: Flags = Flags(1);
+    /// Changes replicated data.
+    pub const WRITE: Flags = Flags(1 << 1);
+    /// May allocate more memory (Redis's `denyoom`).
+    pub const DENYOOM: Flags = Flags(1 << 2);
+    /// Administrative.
+    pub const ADMIN: Flags = Flags(1 << 3);
+    /// Fast, O(1) or O(log n).
+    pub const FAST: Flags = Flags(1 << 4);
+    /// Connection-level, allowed before auth and while loading.
+    pub const CONNECTION: Flags = Flags(1 << 5);
+
+    /// Union of two flag sets.
+    #[must_use]
+    pub const fn with(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    /// True when every flag of `other` is set.
+    #[must_use]
+    pub const fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// How the executor runs a command.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Reads local applied state after the session's read barrier.
+    /// `now_ms` is this node's clock, used to hide expired keys.
+    Read(fn(&Store, &mut Args, u64) -> Reply),
+    /// Parses into a replicated operation; the reply comes from its apply.
+    Write(fn(&mut Args) -> Result<Op, Reply>),
+    /// Touches no replicated data.
+    Server(fn(&Node, &mut Session, &mut Args) -> Reply),
+}
+
+/// One command's static description.
+#[derive(Clone, Copy)]
+pub struct CommandSpec {
+    /// Lowercase name.
+    pub name: &'static str,
+    /// Redis arity: positive = exact argument count including the name;
+    /// negative = at least that many.
+    pub arity: i32,
+    /// Flags.
+    pub flags: Flags,
+    /// Position of the first key (0: no keys).
+    pub first_key: i32,
+    /// Position of the last key (-1: the last argument).
+    pub last_key: i32,
+    /// Step between keys.
+    pub step: i32,
+    /// What runs it.
+    pub handler: Handler,
+}
+
+impl CommandSpec {
+    /// True when `argc` (name included) satisfies the arity.
+    #[must_use]
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+        let arity = i64::from(self.arity);
+        if arity >= 0 {
+            argc == arity
+        } else {
+            argc >= -arity
+        }
+    }
+}
+
+fn all_families() -> impl Iterator<Item = &'static CommandSpec> {
+    // Families register here; each file owns its own slice.
+    std::iter::empty()
+}
+
+fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {
+    static INDEX: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
+    INDEX.get_or_init(|| all_families().map(|c| (c.name, c)).collect())
+}
+
+/// Every command in the table.
+pub fn all() -> impl Iterator<Item = &'static CommandSpec> {
+    index().values().copied()
+}
+
+/// Finds a command by name, case-insensitively, without allocating for
+/// names of ordinary length.
+#[must_use]
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut buf = [0u8; 32];
+    if name.len() > buf.len() {
+        return None;
+    }
+    let lower = &mut buf[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let lower = std::str::from_utf8(lower).ok()?;
+    index().get(lower).copied()
+}
