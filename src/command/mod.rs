@@ -15,6 +15,9 @@
 //! socket, and nothing here awaits except the executor.
 
 pub mod args;
+pub mod keys;
+pub mod server;
+pub mod string;
 pub mod table;
 
 pub use args::Args;

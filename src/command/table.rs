@@ -91,8 +91,11 @@ impl CommandSpec {
 }
 
 fn all_families() -> impl Iterator<Item = &'static CommandSpec> {
-    // Families register here; each file owns its own slice.
-    std::iter::empty()
+    // Each family file owns its own slice; this is the only place they meet.
+    super::string::COMMANDS
+        .iter()
+        .chain(super::keys::COMMANDS)
+        .chain(super::server::COMMANDS)
 }
 
 fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {
