@@ -1,1 +1,53 @@
-//! The top-level error type (placeholder).
+//! The crate's top-level error: what `main` reports and what a command turns
+//! into an error reply.
+//!
+//! Each layer has its own error type (configuration, cluster, storage) and
+//! this enum wraps them with `#[from]`, so `?` lifts a layer's error to the
+//! top without losing what it was. Every variant's `Display` is one
+//! self-contained line that already includes its cause, so callers print
+//! `{}` and need not walk `source()`.
+
+use crate::config::ConfigError;
+
+/// The crate's top-level error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An I/O error outside the storage engine (binding a socket, reading a file).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The RESP error prefix to use when this error reaches a client, as in
+    /// `-ERR <message>`: the first word of the error reply, which clients
+    /// match on (`ERR`, `CLUSTERDOWN`, `TIMEOUT`...).
+    pub fn resp_prefix(&self) -> &'static str {
+        match self {
+            Error::Config(_) | Error::Io(_) => "ERR",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_line_with_the_cause() {
+        let io = Error::from(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "address in use",
+        ));
+        assert_eq!(io.to_string(), "I/O error: address in use");
+        assert_eq!(io.resp_prefix(), "ERR");
+        let config = Error::from(ConfigError::Unsupported("--join is not supported yet"));
+        assert_eq!(config.to_string(), "--join is not supported yet");
+        assert_eq!(config.resp_prefix(), "ERR");
+    }
+}

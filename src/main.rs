@@ -1,1 +1,79 @@
-fn main() {}
+//! The `raftis` binary: command line → configuration → logging → node.
+//!
+//! `main` parses the flags with clap, merges them with the defaults, the
+//! config file and the environment in [`Config::load`], and stops with one
+//! line on stderr and exit code 2 if the configuration is refused (the code
+//! clap uses for usage errors, so scripts can tell "bad invocation" from "the
+//! node failed", which exits with 1). Otherwise it installs the log
+//! subscriber and runs the node until SIGINT or SIGTERM.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use raftis::config::{Cli, Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for a refused configuration or invocation, as clap's own.
+const EXIT_USAGE: u8 = 2;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("raftis: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(message) = init_logging(&config) {
+        eprintln!("raftis: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    tracing::info!(
+        id = config.id,
+        listen = %config.listen,
+        peer_listen = %config.peer_listen_addr(),
+        http_listen = %config.http_listen,
+        data_dir = %config.data_dir.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "starting raftis"
+    );
+    // TODO(lead): node::run — replace the two lines below with
+    //     match raftis::node::run(config).await {
+    //         Ok(()) => ExitCode::SUCCESS,
+    //         Err(error) => { tracing::error!(%error, "raftis stopped"); eprintln!("raftis: {error}"); ExitCode::FAILURE }
+    //     }
+    // once `pub async fn run(config: Config) -> Result<(), raftis::error::Error>` exists.
+    eprintln!("raftis: the server is not built yet (node::run is missing); nothing was started");
+    ExitCode::FAILURE
+}
+
+/// Installs the global log subscriber, writing to stderr so that stdout stays
+/// free for commands' own output.
+///
+/// # Errors
+///
+/// A one-line message if `RUST_LOG` does not parse or a subscriber is
+/// already installed.
+fn init_logging(config: &Config) -> Result<(), String> {
+    // RUST_LOG is the conventional override for a debugging session, so it
+    // beats the configured level; an empty one counts as unset.
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|e| format!("invalid RUST_LOG '{directives}': {e}"))?,
+        _ => EnvFilter::try_new(&config.log.level)
+            .map_err(|e| format!("invalid log.level '{}': {e}", config.log.level))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes would litter log files and captured test output.
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
+}

@@ -1,8 +1,388 @@
-//! Everything Raft (placeholder until the cluster layer lands).
+//! Everything Raft: how a write becomes durable on a majority and applied
+//! everywhere, and how a read on any node stays linearizable.
+//!
+//! # Design
+//!
+//! Each node runs one openraft instance over three pieces of ours:
+//!
+//! - the **log store** (`log_store.rs`): the Raft log in fjall, acknowledged
+//!   to openraft only after fsync, with one fsync shared by every entry that
+//!   arrived together (group commit);
+//! - the **state machine** (`state_machine.rs`): committed entries applied to
+//!   the `storage::Store`, one atomic fjall batch per run of entries with the
+//!   last-applied log id inside it; snapshots streamed to and from files;
+//! - the **peer transport** (`network.rs`, `rpc_server.rs`, `rpc.rs`): one
+//!   multiplexed TCP connection per peer carrying Raft's RPCs, snapshot
+//!   chunks, forwarded writes and read-index requests.
+//!
+//! On top of it, [`Cluster`] is the API the command layer uses:
+//! [`Cluster::write`] (propose on the leader or forward to it, `forward.rs`),
+//! [`Cluster::read_barrier`] (ReadIndex on the leader or asked of it,
+//! `read.rs`) and [`Cluster::status`]. The leader also runs active expiry: it
+//! finds keys whose TTL has passed and proposes their deletion, so replicas
+//! never delete on their own clocks.
+//!
+//! Everything openraft-specific stays inside this module: the rest of the
+//! crate sees `Op`, `OpResult`, `ClusterError` and `RaftStatus`.
+//!
+//! # Caveats
+//!
+//! - The log store and the state machine share one fjall journal. That makes
+//!   the log fsync cover state-machine writes made before it, but it also
+//!   means a fsync failure poisons both: the node stops rather than diverge.
+//! - A write whose fate is unknown (leader lost mid-commit) is reported as
+//!   `-TIMEOUT`, never retried: there is no client-side request id to
+//!   de-duplicate with, so a retry could apply a non-idempotent op twice.
+//! - Installing a snapshot copies the received file once more into the
+//!   snapshot directory; a large state costs twice its size on disk briefly.
+//! - Membership is static (`initial_cluster`); joint-consensus changes come
+//!   with the operations work.
 
+pub mod core;
+pub mod forward;
+pub mod log_store;
+pub mod network;
 pub mod op;
+pub mod read;
+pub mod rpc;
+pub mod rpc_server;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::{InitializeError, RaftError};
+use openraft::async_runtime::WatchReceiver;
+use openraft::{ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 pub use op::{Op, OpResult};
+pub use types::{Member, StampedOp, TypeConfig};
 
-/// Handle on this node's Raft group.
-pub struct Cluster {}
+use self::core::{now_ms, Core};
+use self::log_store::LogStore;
+use self::network::{NetworkFactory, Peers, SelfInfo};
+use self::state_machine::StateMachine;
+use crate::server::Reply;
+use crate::storage::Store;
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Not applied: no leader or no quorum before the command was proposed.
+    #[error("CLUSTERDOWN {0}")]
+    Unavailable(String),
+    /// Proposed, but the outcome was not seen in time.
+    #[error("TIMEOUT {0}")]
+    Timeout(String),
+    /// The node could not start its Raft layer.
+    #[error("cannot start the cluster layer: {what}: {source}")]
+    Startup {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ClusterError {
+    /// The RESP error prefix this error is reported with.
+    #[must_use]
+    pub fn resp_prefix(&self) -> &'static str {
+        match self {
+            ClusterError::Unavailable(_) => "CLUSTERDOWN",
+            ClusterError::Timeout(_) => "TIMEOUT",
+            ClusterError::Startup { .. } => "ERR",
+        }
+    }
+
+    fn startup(what: &'static str) -> impl FnOnce(io::Error) -> ClusterError {
+        move |source| ClusterError::Startup { what, source }
+    }
+}
+
+impl From<ClusterError> for Reply {
+    fn from(e: ClusterError) -> Reply {
+        match e {
+            ClusterError::Startup { .. } => Reply::error(format!("ERR {e}")),
+            _ => Reply::error(e.to_string()),
+        }
+    }
+}
+
+/// What the cluster layer needs to start, derived from the configuration.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// This node's id.
+    pub id: u64,
+    /// Where the fjall database and snapshots live.
+    pub data_dir: PathBuf,
+    /// The RESP address clients use for this node (announced to peers).
+    pub resp_addr: String,
+    /// The peer address other nodes use for this node.
+    pub peer_addr: String,
+    /// The initial voters, id → peer address; empty for a one-node cluster.
+    pub initial_members: BTreeMap<u64, String>,
+    /// How long a request may wait for a leader and a commit.
+    pub request_timeout: Duration,
+    /// Leader heartbeat period, ms.
+    pub heartbeat_interval_ms: u64,
+    /// Election timeout range, ms.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout range, ms.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries applied since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind the snapshot for slow followers.
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Timeout for one snapshot transfer step, ms.
+    pub install_snapshot_timeout_ms: u64,
+    /// fjall block cache size, bytes.
+    pub cache_size_bytes: u64,
+}
+
+/// A snapshot of this node's Raft state, for INFO and admin commands.
+#[derive(Debug, Clone)]
+pub struct RaftStatus {
+    /// This node's id.
+    pub node_id: u64,
+    /// `leader`, `follower`, `learner` or `candidate`.
+    pub role: &'static str,
+    /// The leader this node knows of.
+    pub leader_id: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Highest log index known committed.
+    pub commit_index: u64,
+    /// Highest log index applied here.
+    pub last_applied: u64,
+    /// Highest log index in this node's log.
+    pub last_log_index: u64,
+    /// Voter ids.
+    pub voters: Vec<u64>,
+    /// Learner ids.
+    pub learners: Vec<u64>,
+    /// Every member: id and peer address.
+    pub members: Vec<(u64, String)>,
+    /// Index of the last snapshot, 0 if none.
+    pub snapshot_index: u64,
+}
+
+/// This node's handle on the Raft group.
+pub struct Cluster {
+    core: Arc<Core>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Cluster {
+    /// Opens storage under `opts.data_dir`, starts Raft and the peer server
+    /// on `peer_listener`, and initializes the cluster if this is its first
+    /// start. Returns the cluster handle and the store for local reads.
+    ///
+    /// # Errors
+    /// Storage that cannot be opened or a Raft configuration that openraft refuses.
+    pub async fn start(opts: ClusterOptions, peer_listener: TcpListener) -> Result<(Cluster, Arc<Store>), ClusterError> {
+        let db_dir = opts.data_dir.join("db");
+        std::fs::create_dir_all(&db_dir).map_err(ClusterError::startup("creating the data directory"))?;
+        let db = fjall::Database::builder(&db_dir)
+            .cache_size(opts.cache_size_bytes)
+            .open()
+            .map_err(|e| ClusterError::Startup {
+                what: "opening the database",
+                source: io::Error::other(e),
+            })?;
+        let store = Arc::new(Store::open(db.clone()).map_err(|e| ClusterError::Startup {
+            what: "opening the store",
+            source: io::Error::other(e),
+        })?);
+        let log_store = LogStore::open(&db).map_err(ClusterError::startup("opening the raft log"))?;
+        let snapshot_dir = opts.data_dir.join("snapshots");
+        let state_machine = StateMachine::open(store.clone(), snapshot_dir.clone())
+            .map_err(ClusterError::startup("opening the snapshot directory"))?;
+
+        let raft_config = openraft::Config {
+            cluster_name: "raftis".into(),
+            heartbeat_interval: opts.heartbeat_interval_ms,
+            election_timeout_min: opts.election_timeout_min_ms,
+            election_timeout_max: opts.election_timeout_max_ms,
+            install_snapshot_timeout: opts.install_snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: opts.max_in_snapshot_log_to_keep,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Startup {
+            what: "validating the raft configuration",
+            source: io::Error::other(e),
+        })?;
+
+        let me = SelfInfo {
+            node_id: opts.id,
+            resp_addr: opts.resp_addr.clone(),
+        };
+        let peers = Arc::new(Peers::new(me, Duration::from_millis(opts.heartbeat_interval_ms.max(100) * 5)));
+        let raft = openraft::Raft::new(
+            opts.id,
+            Arc::new(raft_config),
+            NetworkFactory::new(peers.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ClusterError::Startup {
+            what: "starting raft",
+            source: io::Error::other(e),
+        })?;
+
+        let core = Arc::new(Core {
+            id: opts.id,
+            raft,
+            peers,
+            snapshot_dir,
+            request_timeout: opts.request_timeout,
+        });
+        let mut tasks = vec![tokio::spawn(rpc_server::serve(peer_listener, core.clone()))];
+
+        initialize_once(&core, &opts).await?;
+        tasks.push(tokio::spawn(run_active_expiry(core.clone(), store.clone())));
+        Ok((Cluster { core, tasks }, store))
+    }
+
+    /// This node's Raft state.
+    #[must_use]
+    pub fn status(&self) -> RaftStatus {
+        let metrics = self.core.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            _ if !voters.contains(&self.core.id) && !voters.is_empty() => "learner",
+            _ => "follower",
+        };
+        RaftStatus {
+            node_id: self.core.id,
+            role,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            commit_index: m.cluster_committed.as_ref().or(m.local_committed.as_ref()).map_or(0, |l| l.index),
+            last_applied: m.last_applied.as_ref().map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            voters: voters.into_iter().collect(),
+            learners,
+            members: membership.nodes().map(|(id, n)| (*id, n.peer_addr.clone())).collect(),
+            snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
+        }
+    }
+
+    /// The RESP address `node_id` announced, if known.
+    #[must_use]
+    pub fn resp_addr(&self, node_id: u64) -> Option<String> {
+        self.core.peers.resp_addr(node_id)
+    }
+
+    /// Stops Raft; in-flight requests fail.
+    pub async fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Err(e) = self.core.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// Initializes the cluster on its very first start. Every member is given
+/// the same list and calls this; the membership entry they write is
+/// identical, so whichever wins the first election, they agree. A node that
+/// already has state (a restart) skips it.
+async fn initialize_once(core: &Core, opts: &ClusterOptions) -> Result<(), ClusterError> {
+    let initialized = core.raft.is_initialized().await.map_err(|e| ClusterError::Startup {
+        what: "reading raft state",
+        source: io::Error::other(e),
+    })?;
+    if initialized {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, Member> = if opts.initial_members.is_empty() {
+        BTreeMap::from([(opts.id, Member { peer_addr: opts.peer_addr.clone() })])
+    } else {
+        opts.initial_members
+            .iter()
+            .map(|(id, addr)| (*id, Member { peer_addr: addr.clone() }))
+            .collect()
+    };
+    match core.raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!("cluster initialized");
+            Ok(())
+        }
+        // Another member's vote or log reached us first: already formed.
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(ClusterError::Startup {
+            what: "initializing the cluster",
+            source: io::Error::other(e),
+        }),
+    }
+}
+
+/// How often the leader looks for expired keys, and how many it deletes per
+/// proposal (so one expiry burst never makes one giant entry).
+const EXPIRY_PERIOD: Duration = Duration::from_millis(100);
+const EXPIRY_BATCH: usize = 512;
+
+/// Active expiry, leader only: finds keys whose time has passed by the
+/// leader's clock and proposes their deletion. Apply deletes a key only if it
+/// is still expired at the stamped time, so a key re-SET meanwhile survives.
+async fn run_active_expiry(core: Arc<Core>, store: Arc<Store>) {
+    let cluster = Cluster {
+        core: core.clone(),
+        tasks: Vec::new(),
+    };
+    let mut tick = tokio::time::interval(EXPIRY_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if core.current_leader() != Some(core.id) {
+            continue;
+        }
+        loop {
+            let keys = match store.expired_keys(now_ms(), EXPIRY_BATCH) {
+                Ok(keys) => keys,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scanning for expired keys");
+                    break;
+                }
+            };
+            let full = keys.len() == EXPIRY_BATCH;
+            if keys.is_empty() {
+                break;
+            }
+            if let Err(e) = cluster.write(Op::ExpireKeys(keys)).await {
+                tracing::debug!(error = %e, "proposing expired keys");
+                break;
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+}

@@ -12,13 +12,16 @@
 //!   touch no replicated data.
 //!
 //! Handlers are plain functions returning a [`Reply`]: nothing here touches a
-//! socket, and nothing here awaits except the executor.
+//! socket, and nothing here awaits except the executor ([`exec`]), which
+//! also runs whole pipelined batches for the front end.
 
 pub mod args;
+pub mod exec;
 pub mod keys;
 pub mod server;
 pub mod string;
 pub mod table;
 
 pub use args::Args;
-pub use table::{lookup, CommandSpec, Flags, Handler};
+pub use exec::execute;
+pub use table::{lookup, CommandSpec, Flags, Handler, SubcommandSpec};

@@ -122,3 +122,59 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     let lower = std::str::from_utf8(lower).ok()?;
     index().get(lower).copied()
 }
+
+/// One subcommand of a container command (`CLIENT SETNAME`, `CONFIG GET`).
+#[derive(Clone, Copy)]
+pub struct SubcommandSpec {
+    /// Lowercase subcommand name (`setname`).
+    pub name: &'static str,
+    /// `container|sub`, the name Redis reports in errors and stats.
+    pub full_name: &'static str,
+    /// Redis arity, counting the container and subcommand names.
+    pub arity: i32,
+    /// Flags.
+    pub flags: Flags,
+    /// What runs it.
+    pub handler: Handler,
+}
+
+impl SubcommandSpec {
+    /// True when `argc` (both names included) satisfies the arity.
+    #[must_use]
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+        let arity = i64::from(self.arity);
+        if arity >= 0 {
+            argc == arity
+        } else {
+            argc >= -arity
+        }
+    }
+
+    /// Finds a subcommand by case-insensitive name.
+    #[must_use]
+    pub fn find(subs: &'static [SubcommandSpec], name: &[u8]) -> Option<&'static SubcommandSpec> {
+        subs.iter()
+            .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+    }
+}
+
+/// The subcommands of `container` (lowercase name), if it is a container
+/// command; the executor then dispatches on the second argument.
+#[must_use]
+pub fn subcommands(container: &str) -> Option<&'static [SubcommandSpec]> {
+    super::server::CONTAINERS
+        .iter()
+        .find(|(name, _)| *name == container)
+        .map(|(_, subs)| *subs)
+}
+
+/// Every name calls are counted under: commands, and `container|sub` for
+/// subcommands.
+pub fn command_names() -> impl Iterator<Item = &'static str> {
+    all().map(|c| c.name).chain(
+        super::server::CONTAINERS
+            .iter()
+            .flat_map(|(_, subs)| subs.iter().map(|s| s.full_name)),
+    )
+}

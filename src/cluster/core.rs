@@ -1,0 +1,114 @@
+//! The part of the cluster that both the client-facing API and the peer
+//! server use: the Raft handle, the peer channels, and the two leader-side
+//! operations a follower can ask for (propose a forwarded write, hand out a
+//! read index).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::async_runtime::WatchReceiver;
+use openraft::ReadPolicy;
+
+use super::network::{PeerChannel, Peers};
+use super::op::{Op, OpResult};
+use super::rpc::RemoteError;
+use super::types::{Raft, StampedOp};
+
+/// Shared state of this node's Raft group.
+pub struct Core {
+    /// This node's id.
+    pub id: u64,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// Channels to the other nodes.
+    pub peers: Arc<Peers>,
+    /// Where snapshot files (and incoming transfers) live.
+    pub snapshot_dir: PathBuf,
+    /// How long a client request may wait for a leader and a commit.
+    pub request_timeout: Duration,
+}
+
+/// Milliseconds since the Unix epoch by this node's clock.
+#[must_use]
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Core {
+    /// The leader this node currently knows of.
+    #[must_use]
+    pub fn current_leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// The channel to `node_id`, if it is in the current membership.
+    #[must_use]
+    pub fn channel_to(&self, node_id: u64) -> Option<Arc<PeerChannel>> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let member = m.membership_config.membership().get_node(&node_id)?;
+        Some(self.peers.channel(node_id, &member.peer_addr))
+    }
+
+    /// Proposes `op` on this node, which must be the leader, stamping it
+    /// with this node's clock, and waits for it to be applied.
+    ///
+    /// # Errors
+    /// `NotLeader` (nothing proposed: safe to retry elsewhere), or `Unknown`
+    /// when the entry may have been appended but its fate was not seen.
+    pub async fn propose_local(&self, op: Op) -> Result<OpResult, RemoteError> {
+        let stamped = StampedOp { now_ms: now_ms(), op };
+        match tokio::time::timeout(self.request_timeout, self.raft.client_write(stamped)).await {
+            Err(_) => Err(RemoteError::Unknown("commit not seen within the request timeout".into())),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(RemoteError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(RemoteError::Unknown(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(RemoteError::Unknown(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// Confirms leadership with a quorum and returns the index through which
+    /// a read must wait for apply to be linearizable (etcd's ReadIndex).
+    ///
+    /// # Errors
+    /// `NotLeader`, or `Unavailable` when a quorum did not confirm in time.
+    pub async fn read_index_local(&self) -> Result<u64, RemoteError> {
+        let fut = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Err(_) => Err(RemoteError::Unavailable("no quorum confirmed leadership in time".into())),
+            Ok(Ok(lin)) => Ok(lin.read_log_id().index()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                Err(RemoteError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(e)) => Err(RemoteError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Waits until this node has applied `index`, up to `timeout`.
+    ///
+    /// # Errors
+    /// Returns `false` when the deadline passed first.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        if self.raft.metrics().borrow_watched().last_applied.as_ref().map(|l| l.index) >= Some(index) {
+            return true;
+        }
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .is_ok()
+    }
+
+    /// Waits until the Raft metrics change (a leader appears, a term passes)
+    /// or `max` elapses, whichever is first.
+    pub async fn wait_for_change(&self, max: Duration) {
+        let mut rx = self.raft.metrics();
+        let _ = tokio::time::timeout(max, rx.changed()).await;
+    }
+}

@@ -1,0 +1,242 @@
+//! The Raft log on fjall, with group commit.
+//!
+//! Entries live in the `raft_log` keyspace under their big-endian index, so
+//! key order is log order; the vote, the committed log id and the last purged
+//! log id live in `raft_meta`. Both keyspaces share the node's one fjall
+//! database (and so its one journal) with the state machine.
+//!
+//! Durability: openraft may only be told that an append is done once the
+//! entries are on disk. `append` writes the entries into fjall (which makes
+//! them readable at once) and hands the completion callback to a dedicated
+//! flusher thread. The flusher takes every callback that is waiting, fsyncs
+//! the journal once, and completes them all: entries that arrive together
+//! share one fsync (group commit) however many client writes they carry.
+//! Because the journal is sequential, one fsync covers every write made
+//! before it, including state-machine batches.
+//!
+//! The vote is different: it must be durable before `save_vote` returns, so it
+//! is fsynced inline (off the async runtime's threads).
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+
+use super::types::{Entry, LogId, TypeConfig, Vote};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"purged";
+
+/// The Raft log store. Cloning shares the same store (the clone is what
+/// openraft uses as its log reader).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    log: Keyspace,
+    meta: Keyspace,
+    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log keyspaces in `db` and starts the flusher thread.
+    ///
+    /// # Errors
+    /// Any fjall error opening the keyspaces, or failure to start the thread.
+    pub fn open(db: &Database) -> Result<Self, io::Error> {
+        let log = db
+            .keyspace("raft_log", KeyspaceCreateOptions::default)
+            .map_err(io::Error::other)?;
+        let meta = db
+            .keyspace("raft_meta", KeyspaceCreateOptions::default)
+            .map_err(io::Error::other)?;
+        let (tx, rx) = mpsc::channel();
+        let flush_db = db.clone();
+        std::thread::Builder::new()
+            .name("raftis-log-fsync".into())
+            .spawn(move || run_flusher(&flush_db, &rx))?;
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                log,
+                meta,
+                flusher: tx,
+            }),
+        })
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
+        match self.inner.meta.get(key).map_err(io::Error::other)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(invalid_data),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), io::Error> {
+        let bytes = postcard::to_allocvec(value).map_err(invalid_data)?;
+        self.inner.meta.insert(key, bytes).map_err(io::Error::other)
+    }
+
+    /// Removes every entry whose index is in `range`, in one batch.
+    fn remove_range(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), io::Error> {
+        let mut batch = self.inner.db.batch();
+        for guard in self.inner.log.range(range) {
+            let key = guard.key().map_err(io::Error::other)?;
+            batch.remove(&self.inner.log, key);
+        }
+        batch.commit().map_err(io::Error::other)
+    }
+
+    /// Fsyncs everything written so far. Blocking.
+    fn sync(&self) -> Result<(), io::Error> {
+        self.inner.db.persist(PersistMode::SyncAll).map_err(io::Error::other)
+    }
+}
+
+/// The flusher thread: one fsync per group of waiting appends.
+fn run_flusher(db: &Database, rx: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(rx.try_iter());
+        let started = Instant::now();
+        let result = db.persist(PersistMode::SyncAll);
+        tracing::trace!(entries = waiting.len(), elapsed = ?started.elapsed(), "log fsync");
+        match result {
+            Ok(()) => waiting.into_iter().for_each(|cb| cb.io_completed(Ok(()))),
+            Err(e) => {
+                tracing::error!(error = %e, "log fsync failed; the node stops accepting writes");
+                let msg = e.to_string();
+                for cb in waiting {
+                    cb.io_completed(Err(io::Error::other(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry, io::Error> {
+    postcard::from_bytes(bytes).map_err(invalid_data)
+}
+
+fn to_key_bound(b: Bound<&u64>) -> Bound<[u8; 8]> {
+    match b {
+        Bound::Included(i) => Bound::Included(index_key(*i)),
+        Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let keys = (to_key_bound(range.start_bound()), to_key_bound(range.end_bound()));
+        let mut entries = Vec::new();
+        for guard in self.inner.log.range(keys) {
+            let (_, value) = guard.into_inner().map_err(io::Error::other)?;
+            entries.push(decode_entry(&value)?);
+        }
+        Ok(entries)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(KEY_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        let last_log_id = match self.inner.log.last_key_value() {
+            Some(guard) => {
+                let value = guard.value().map_err(io::Error::other)?;
+                Some(decode_entry(&value)?.log_id)
+            }
+            None => last_purged_log_id.clone(),
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.put_meta(KEY_VOTE, vote)?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.sync())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not fsynced: a lost committed id is re-learned from the leader; it
+        // only lets a restarted node re-apply sooner.
+        self.put_meta(KEY_COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = self.inner.db.batch();
+        for entry in entries {
+            let value = postcard::to_allocvec(&entry).map_err(invalid_data)?;
+            batch.insert(&self.inner.log, index_key(entry.log_id.index), value);
+        }
+        batch.commit().map_err(io::Error::other)?;
+        self.inner
+            .flusher
+            .send(callback)
+            .map_err(|_| io::Error::other("log flusher thread is gone"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |id| id.index + 1);
+        // Truncation needs no fsync: a resurrected conflicting suffix after a
+        // crash is truncated again when the leader's entries arrive.
+        self.remove_range((Bound::Included(index_key(from)), Bound::Unbounded))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // The purged id goes first: entries at or below it are ignored even
+        // if the crash comes before they are all deleted. The fsync makes the
+        // state machine's applied state (written earlier to the same journal)
+        // durable before the log that could rebuild it is gone.
+        self.put_meta(KEY_PURGED, &log_id)?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.sync())
+            .await
+            .map_err(io::Error::other)??;
+        self.remove_range(..=index_key(log_id.index))
+    }
+}

@@ -1,0 +1,467 @@
+//! The client side of the peer channel: one multiplexed connection per peer.
+//!
+//! [`Peers`] keeps one [`PeerChannel`] per remote node. A channel owns at most
+//! one live TCP connection: a writer task drains every queued request into
+//! the socket before flushing (so concurrent requests share syscalls), and a
+//! reader task routes each response to its caller by request id. A broken
+//! connection fails every request in flight on it; the next call reconnects.
+//!
+//! [`RaftNetwork`] adapts this to openraft's `RaftNetworkV2`: replication,
+//! votes, snapshot streaming (the snapshot file goes out in chunks, never
+//! whole in memory) and leader transfer. Forwarded writes and read-index
+//! requests use the same channels (see `forward.rs` and `read.rs`).
+//!
+//! Call errors say whether the request may have reached the peer
+//! ([`CallError::Lost`], [`CallError::Timeout`]) or certainly did not
+//! ([`CallError::Unreachable`]): a forwarded write may only be retried in the
+//! latter case.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::SeekFrom;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::RaftNetworkV2;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::rpc::{codec, Envelope, PeerRequest, PeerResponse, RemoteError, SNAPSHOT_CHUNK};
+use super::types::{Member, Snapshot, TypeConfig, Vote};
+
+/// Why a peer call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The request was never sent (no connection could be made).
+    #[error("peer {0} unreachable: {1}")]
+    Unreachable(u64, String),
+    /// The connection broke after the request was queued: it may have arrived.
+    #[error("connection to peer {0} lost: {1}")]
+    Lost(u64, String),
+    /// No answer in time: the request may have arrived.
+    #[error("peer {0} did not answer within {1:?}")]
+    Timeout(u64, Duration),
+    /// The peer answered with an error.
+    #[error("peer {0}: {1}")]
+    Remote(u64, RemoteError),
+    /// The peer answered with a message that does not fit the request.
+    #[error("peer {0} sent an unexpected reply")]
+    Protocol(u64),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>>;
+
+struct Connection {
+    requests: mpsc::UnboundedSender<(Envelope<PeerRequest>, oneshot::Sender<PeerResponse>)>,
+}
+
+impl Connection {
+    fn is_closed(&self) -> bool {
+        self.requests.is_closed()
+    }
+}
+
+/// Who this node is, as it introduces itself on every connection.
+#[derive(Debug, Clone)]
+pub struct SelfInfo {
+    /// This node's id.
+    pub node_id: u64,
+    /// This node's RESP address.
+    pub resp_addr: String,
+}
+
+/// The multiplexed channel to one peer.
+pub struct PeerChannel {
+    target: u64,
+    addr: String,
+    me: SelfInfo,
+    next_id: AtomicU64,
+    conn: tokio::sync::Mutex<Option<Connection>>,
+    resp_addrs: Arc<Mutex<HashMap<u64, String>>>,
+    connect_timeout: Duration,
+}
+
+impl PeerChannel {
+    /// Sends `req` and waits up to `timeout` for its response.
+    ///
+    /// # Errors
+    /// See [`CallError`]: whether the request may have arrived is part of it.
+    pub async fn call(&self, req: PeerRequest, timeout: Duration) -> Result<PeerResponse, CallError> {
+        let rx = self.send(req).await?;
+        match tokio::time::timeout(timeout, rx).await {
+            Err(_) => Err(CallError::Timeout(self.target, timeout)),
+            Ok(Err(_)) => Err(CallError::Lost(self.target, "connection closed".into())),
+            Ok(Ok(PeerResponse::Error(e))) => Err(CallError::Remote(self.target, e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    async fn send(&self, req: PeerRequest) -> Result<oneshot::Receiver<PeerResponse>, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let env = Envelope {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            body: req,
+        };
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_none_or(Connection::is_closed) {
+            *guard = Some(self.connect().await?);
+        }
+        let conn = guard.as_ref().ok_or_else(|| CallError::Unreachable(self.target, "no connection".into()))?;
+        conn.requests
+            .send((env, tx))
+            .map_err(|_| CallError::Unreachable(self.target, "connection closed".into()))?;
+        Ok(rx)
+    }
+
+    async fn connect(&self) -> Result<Connection, CallError> {
+        let unreachable = |e: &dyn std::fmt::Display| CallError::Unreachable(self.target, e.to_string());
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| unreachable(&"connect timed out"))?
+            .map_err(|e| unreachable(&e))?;
+        stream.set_nodelay(true).map_err(|e| unreachable(&e))?;
+        let (read_half, write_half) = stream.into_split();
+        let mut reader = FramedRead::new(read_half, codec());
+        let mut writer = FramedWrite::new(write_half, codec());
+
+        // Introduce ourselves before anything else, synchronously, so a peer
+        // that cannot even answer a Hello is reported unreachable and no
+        // request is ever queued on a connection that was never usable.
+        let hello = Envelope {
+            id: 0,
+            body: PeerRequest::Hello {
+                node_id: self.me.node_id,
+                resp_addr: self.me.resp_addr.clone(),
+            },
+        };
+        let frame = postcard::to_allocvec(&hello).map_err(|e| unreachable(&e))?;
+        let handshake = async {
+            writer.send(Bytes::from(frame)).await.map_err(|e| unreachable(&e))?;
+            match reader.next().await {
+                Some(Ok(frame)) => postcard::from_bytes::<Envelope<PeerResponse>>(&frame).map_err(|e| unreachable(&e)),
+                Some(Err(e)) => Err(unreachable(&e)),
+                None => Err(unreachable(&"closed during handshake")),
+            }
+        };
+        let reply = tokio::time::timeout(self.connect_timeout, handshake)
+            .await
+            .map_err(|_| unreachable(&"handshake timed out"))??;
+        if let PeerResponse::Hello { node_id, resp_addr } = reply.body {
+            if node_id != self.target {
+                return Err(unreachable(&format!("address {} belongs to node {node_id}", self.addr)));
+            }
+            if let Ok(mut map) = self.resp_addrs.lock() {
+                map.insert(node_id, resp_addr);
+            }
+        }
+
+        let pending: Pending = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(writer, rx, pending.clone()));
+        tokio::spawn(read_loop(reader, pending, self.target));
+        Ok(Connection { requests: tx })
+    }
+}
+
+async fn write_loop(
+    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
+    mut rx: mpsc::UnboundedReceiver<(Envelope<PeerRequest>, oneshot::Sender<PeerResponse>)>,
+    pending: Pending,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Queue everything that is waiting, then flush once.
+        while let Some((env, tx)) = next.take().or_else(|| rx.try_recv().ok()) {
+            let frame = match postcard::to_allocvec(&env) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode peer request");
+                    continue;
+                }
+            };
+            if let Ok(mut p) = pending.lock() {
+                p.insert(env.id, tx);
+            }
+            if writer.feed(Bytes::from(frame)).await.is_err() {
+                fail_all(&pending);
+                return;
+            }
+        }
+        if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+            fail_all(&pending);
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
+    pending: Pending,
+    target: u64,
+) {
+    while let Some(Ok(frame)) = reader.next().await {
+        match postcard::from_bytes::<Envelope<PeerResponse>>(&frame) {
+            Ok(env) => {
+                let tx = pending.lock().ok().and_then(|mut p| p.remove(&env.id));
+                if let Some(tx) = tx {
+                    let _ = tx.send(env.body);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(peer = target, error = %e, "undecodable response; dropping connection");
+                break;
+            }
+        }
+    }
+    // Dropping every waiting sender tells each caller the connection is lost.
+    fail_all(&pending);
+}
+
+fn fail_all(pending: &Pending) {
+    if let Ok(mut p) = pending.lock() {
+        p.clear();
+    }
+}
+
+/// Every peer channel of this node, created on first use.
+pub struct Peers {
+    me: SelfInfo,
+    channels: Mutex<HashMap<u64, Arc<PeerChannel>>>,
+    resp_addrs: Arc<Mutex<HashMap<u64, String>>>,
+    connect_timeout: Duration,
+}
+
+impl Peers {
+    /// A registry for a node that introduces itself as `me`.
+    #[must_use]
+    pub fn new(me: SelfInfo, connect_timeout: Duration) -> Self {
+        let resp_addrs = Arc::new(Mutex::new(HashMap::from([(me.node_id, me.resp_addr.clone())])));
+        Peers {
+            me,
+            channels: Mutex::default(),
+            resp_addrs,
+            connect_timeout,
+        }
+    }
+
+    /// The channel to `target` at `addr`; replaced if the address changed.
+    #[must_use]
+    pub fn channel(&self, target: u64, addr: &str) -> Arc<PeerChannel> {
+        let mut map = match self.channels.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(ch) = map.get(&target) {
+            if ch.addr == addr {
+                return ch.clone();
+            }
+        }
+        let ch = Arc::new(PeerChannel {
+            target,
+            addr: addr.to_string(),
+            me: self.me.clone(),
+            next_id: AtomicU64::new(1),
+            conn: tokio::sync::Mutex::new(None),
+            resp_addrs: self.resp_addrs.clone(),
+            connect_timeout: self.connect_timeout,
+        });
+        map.insert(target, ch.clone());
+        ch
+    }
+
+    /// Records the RESP address a peer announced.
+    pub fn learn_resp_addr(&self, node_id: u64, resp_addr: String) {
+        if let Ok(mut m) = self.resp_addrs.lock() {
+            m.insert(node_id, resp_addr);
+        }
+    }
+
+    /// The RESP address of `node_id`, if it has introduced itself.
+    #[must_use]
+    pub fn resp_addr(&self, node_id: u64) -> Option<String> {
+        self.resp_addrs.lock().ok()?.get(&node_id).cloned()
+    }
+
+    /// This node's identity.
+    #[must_use]
+    pub fn me(&self) -> &SelfInfo {
+        &self.me
+    }
+}
+
+/// openraft's network factory over [`Peers`].
+#[derive(Clone)]
+pub struct NetworkFactory {
+    peers: Arc<Peers>,
+}
+
+impl NetworkFactory {
+    /// A factory handing out channels from `peers`.
+    #[must_use]
+    pub fn new(peers: Arc<Peers>) -> Self {
+        NetworkFactory { peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = RaftNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {
+        RaftNetwork {
+            channel: self.peers.channel(target, &node.peer_addr),
+        }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct RaftNetwork {
+    channel: Arc<PeerChannel>,
+}
+
+fn rpc_error(e: CallError) -> RPCError<TypeConfig> {
+    match e {
+        CallError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Timeout(..) | CallError::Lost(..) | CallError::Remote(..) | CallError::Protocol(_) => {
+            RPCError::Network(NetworkError::new(&e))
+        }
+    }
+}
+
+fn streaming_error(e: CallError) -> StreamingError<TypeConfig> {
+    match e {
+        CallError::Unreachable(..) => StreamingError::Unreachable(Unreachable::new(&e)),
+        _ => StreamingError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl RaftNetwork {
+    async fn call(&self, req: PeerRequest, option: &RPCOption) -> Result<PeerResponse, CallError> {
+        self.channel.call(req, option.hard_ttl()).await
+    }
+
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        mut snapshot: Snapshot,
+        option: &RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, CallError> {
+        let target = self.channel.target;
+        let io_err = |e: std::io::Error| CallError::Lost(target, format!("reading snapshot file: {e}"));
+        let transfer_id = rand::random::<u64>();
+        snapshot.snapshot.seek(SeekFrom::Start(0)).await.map_err(io_err)?;
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+        loop {
+            let n = read_full(&mut snapshot.snapshot, &mut buf).await.map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            let chunk = PeerRequest::SnapshotChunk {
+                transfer_id,
+                offset,
+                data: Bytes::copy_from_slice(&buf[..n]),
+            };
+            match self.call(chunk, option).await? {
+                PeerResponse::ChunkWritten => {}
+                _ => return Err(CallError::Protocol(target)),
+            }
+            offset += n as u64;
+        }
+        let install = PeerRequest::InstallSnapshot {
+            transfer_id,
+            vote,
+            meta: snapshot.meta.clone(),
+        };
+        match self.channel.call(install, option.hard_ttl().max(Duration::from_secs(60))).await? {
+            PeerResponse::Snapshot(resp) => Ok(resp),
+            _ => Err(CallError::Protocol(target)),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+impl RaftNetworkV2<TypeConfig> for RaftNetwork {
+    type SnapshotData = tokio::fs::File;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::AppendEntries(rpc), &option).await.map_err(rpc_error)? {
+            PeerResponse::AppendEntries(r) => Ok(r),
+            _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::Vote(rpc), &option).await.map_err(rpc_error)? {
+            PeerResponse::Vote(r) => Ok(r),
+            _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::PreVote(rpc), &option).await.map_err(rpc_error)? {
+            PeerResponse::Vote(r) => Ok(r),
+            _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = self.send_snapshot(vote, snapshot, &option) => res.map_err(streaming_error),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(PeerRequest::TransferLeader(req), &option).await.map_err(rpc_error)? {
+            PeerResponse::TransferLeader(r) => Ok(r),
+            _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
+        }
+    }
+}

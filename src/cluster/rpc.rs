@@ -1,0 +1,134 @@
+//! The peer protocol: the messages nodes exchange and how they are framed.
+//!
+//! One TCP connection per peer carries everything: Raft's AppendEntries,
+//! Vote, PreVote, snapshot chunks and leader transfer, plus the two
+//! application RPCs a follower needs from the leader (forwarded writes and
+//! read index). Each request carries an id; the response carries the same id,
+//! so many requests are in flight on one connection at once and responses may
+//! come back out of order (multiplexing). Frames are a 4-byte big-endian
+//! length followed by a postcard-encoded [`Envelope`].
+
+use bytes::Bytes;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+use super::op::{Op, OpResult};
+use super::types::{SnapshotMeta, TypeConfig, Vote};
+
+/// Largest frame accepted on the peer channel. AppendEntries batches are
+/// bounded by openraft's `max_payload_entries`, and snapshots travel in
+/// chunks of [`SNAPSHOT_CHUNK`]; a 512 MB client value still has to fit.
+pub const MAX_FRAME: usize = 600 * 1024 * 1024;
+
+/// Size of one snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+
+/// The framing codec shared by both ends.
+#[must_use]
+pub fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+/// A request or response with its correlation id.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Correlates a response with its request on one connection.
+    pub id: u64,
+    /// The message.
+    pub body: T,
+}
+
+/// What one node asks of another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// First message on a connection: who is calling and where its clients connect.
+    Hello {
+        /// The caller's node id.
+        node_id: u64,
+        /// The caller's RESP address.
+        resp_addr: String,
+    },
+    /// Raft log replication / heartbeat.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft election.
+    Vote(VoteRequest<TypeConfig>),
+    /// Raft pre-vote (an election that does not bump terms).
+    PreVote(VoteRequest<TypeConfig>),
+    /// One piece of a snapshot file, in order.
+    SnapshotChunk {
+        /// Identifies this transfer (chosen by the sender).
+        transfer_id: u64,
+        /// Byte offset of `data` in the file.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// All chunks are sent: install the snapshot.
+    InstallSnapshot {
+        /// The transfer whose chunks make up the snapshot.
+        transfer_id: u64,
+        /// The sender's vote.
+        vote: Vote,
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+    },
+    /// Leadership is being handed to the target.
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// A client write that reached a follower, for the leader to propose.
+    Forward(Op),
+    /// A follower asks the leader for a read index.
+    ReadIndex,
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Answer to `Hello`.
+    Hello {
+        /// The callee's node id.
+        node_id: u64,
+        /// The callee's RESP address.
+        resp_addr: String,
+    },
+    /// Answer to `AppendEntries`.
+    AppendEntries(AppendEntriesResponse<TypeConfig>),
+    /// Answer to `Vote` and `PreVote`.
+    Vote(VoteResponse<TypeConfig>),
+    /// A snapshot chunk was written.
+    ChunkWritten,
+    /// Answer to `InstallSnapshot`.
+    Snapshot(SnapshotResponse<TypeConfig>),
+    /// Answer to `TransferLeader`.
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+    /// The forwarded write was applied with this result.
+    Forwarded(OpResult),
+    /// Reads after the leader's commit index reached this index are linearizable.
+    ReadIndex(u64),
+    /// The request failed on the callee.
+    Error(RemoteError),
+}
+
+/// Why a request failed on the remote node. The distinction matters for
+/// forwarded writes: only `NotLeader` and `Unavailable` guarantee that the
+/// write was not proposed.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// The callee is not the leader (or lost its lease); nothing was proposed.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The leader the callee knows of, if any.
+        leader: Option<u64>,
+    },
+    /// Nothing was done (for example Raft is shutting down or has no quorum).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A write was proposed but its outcome is unknown.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}

@@ -1,0 +1,244 @@
+//! The server side of the peer channel.
+//!
+//! Accepts peer connections, answers the caller's `Hello` with this node's
+//! identity, then reads requests and answers each one on the same
+//! connection. Requests run concurrently (a slow snapshot install must not
+//! hold up heartbeats), except snapshot chunks, which are written to a file in
+//! arrival order by the reading loop itself. Responses funnel through one
+//! writer task that flushes once per burst.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::core::Core;
+use super::rpc::{codec, Envelope, PeerRequest, PeerResponse, RemoteError};
+
+/// Serves peer connections on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, core: Arc<Core>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, core.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "peer accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// An incoming snapshot being written to disk.
+struct Incoming {
+    path: PathBuf,
+    file: tokio::fs::File,
+    written: u64,
+}
+
+async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
+    let _ = stream.set_nodelay(true);
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = FramedRead::new(read_half, codec());
+    let writer = FramedWrite::new(write_half, codec());
+    let (tx, rx) = mpsc::unbounded_channel::<Envelope<PeerResponse>>();
+    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let mut incoming: HashMap<u64, Incoming> = HashMap::new();
+
+    while let Some(Ok(frame)) = reader.next().await {
+        let env: Envelope<PeerRequest> = match postcard::from_bytes(&frame) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable peer request; closing connection");
+                break;
+            }
+        };
+        let id = env.id;
+        match env.body {
+            PeerRequest::SnapshotChunk {
+                transfer_id,
+                offset,
+                data,
+            } => {
+                let body = write_chunk(&core, &mut incoming, transfer_id, offset, &data).await;
+                let _ = tx.send(Envelope { id, body });
+            }
+            PeerRequest::InstallSnapshot {
+                transfer_id,
+                vote,
+                meta,
+            } => {
+                let body = match incoming.remove(&transfer_id) {
+                    None => PeerResponse::Error(RemoteError::Unavailable(format!(
+                        "no chunks received for snapshot transfer {transfer_id}"
+                    ))),
+                    Some(inc) => {
+                        let core = core.clone();
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let body = install(&core, inc, vote, meta).await;
+                            let _ = tx.send(Envelope { id, body });
+                        });
+                        continue;
+                    }
+                };
+                let _ = tx.send(Envelope { id, body });
+            }
+            body => {
+                let core = core.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let body = handle(&core, body).await;
+                    let _ = tx.send(Envelope { id, body });
+                });
+            }
+        }
+    }
+    // Unfinished incoming snapshots are garbage now.
+    for (_, inc) in incoming {
+        drop(inc.file);
+        let _ = tokio::fs::remove_file(&inc.path).await;
+    }
+    drop(tx);
+    let _ = writer_task.await;
+}
+
+async fn write_loop(
+    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
+    mut rx: mpsc::UnboundedReceiver<Envelope<PeerResponse>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(env) = next.take().or_else(|| rx.try_recv().ok()) {
+            match postcard::to_allocvec(&env) {
+                Ok(frame) => {
+                    if writer.feed(Bytes::from(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode peer response"),
+            }
+        }
+        if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
+    let fatal = |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
+    match req {
+        PeerRequest::Hello { node_id, resp_addr } => {
+            core.peers.learn_resp_addr(node_id, resp_addr);
+            PeerResponse::Hello {
+                node_id: core.id,
+                resp_addr: core.peers.me().resp_addr.clone(),
+            }
+        }
+        PeerRequest::AppendEntries(rpc) => match core.raft.append_entries(rpc).await {
+            Ok(r) => PeerResponse::AppendEntries(r),
+            Err(e) => fatal(&e),
+        },
+        PeerRequest::Vote(rpc) => match core.raft.vote(rpc).await {
+            Ok(r) => PeerResponse::Vote(r),
+            Err(e) => fatal(&e),
+        },
+        PeerRequest::PreVote(rpc) => match core.raft.pre_vote(rpc).await {
+            Ok(r) => PeerResponse::Vote(r),
+            Err(e) => fatal(&e),
+        },
+        PeerRequest::TransferLeader(rpc) => match core.raft.handle_transfer_leader(rpc).await {
+            Ok(r) => PeerResponse::TransferLeader(r),
+            Err(e) => fatal(&e),
+        },
+        PeerRequest::Forward(op) => match core.propose_local(op).await {
+            Ok(result) => PeerResponse::Forwarded(result),
+            Err(e) => PeerResponse::Error(e),
+        },
+        PeerRequest::ReadIndex => match core.read_index_local().await {
+            Ok(index) => PeerResponse::ReadIndex(index),
+            Err(e) => PeerResponse::Error(e),
+        },
+        PeerRequest::SnapshotChunk { .. } | PeerRequest::InstallSnapshot { .. } => {
+            PeerResponse::Error(RemoteError::Unavailable("snapshot message out of place".into()))
+        }
+    }
+}
+
+async fn write_chunk(
+    core: &Core,
+    incoming: &mut HashMap<u64, Incoming>,
+    transfer_id: u64,
+    offset: u64,
+    data: &[u8],
+) -> PeerResponse {
+    let err = |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
+    if offset == 0 {
+        // A fresh start (the sender may be retrying): discard any earlier attempt.
+        if let Some(old) = incoming.remove(&transfer_id) {
+            drop(old.file);
+            let _ = tokio::fs::remove_file(&old.path).await;
+        }
+        let path = core.snapshot_dir.join(format!("incoming-{transfer_id}"));
+        match tokio::fs::File::create(&path).await {
+            Ok(file) => {
+                incoming.insert(
+                    transfer_id,
+                    Incoming {
+                        path,
+                        file,
+                        written: 0,
+                    },
+                );
+            }
+            Err(e) => return err(&e),
+        }
+    }
+    let Some(inc) = incoming.get_mut(&transfer_id) else {
+        return err(&"snapshot chunk without a start");
+    };
+    if inc.written != offset {
+        return err(&format!("snapshot chunk at {offset}, expected {}", inc.written));
+    }
+    if let Err(e) = inc.file.write_all(data).await {
+        return err(&e);
+    }
+    inc.written += data.len() as u64;
+    PeerResponse::ChunkWritten
+}
+
+async fn install(
+    core: &Core,
+    inc: Incoming,
+    vote: super::types::Vote,
+    meta: super::types::SnapshotMeta,
+) -> PeerResponse {
+    let err = |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
+    let mut file = inc.file;
+    if let Err(e) = file.flush().await {
+        return err(&e);
+    }
+    if let Err(e) = file.sync_all().await {
+        return err(&e);
+    }
+    drop(file);
+    let file = match tokio::fs::File::open(&inc.path).await {
+        Ok(f) => f,
+        Err(e) => return err(&e),
+    };
+    let snapshot = super::types::Snapshot { meta, snapshot: file };
+    let res = core.raft.install_full_snapshot(vote, snapshot).await;
+    // The state machine keeps its own copy; the received file is done.
+    let _ = tokio::fs::remove_file(&inc.path).await;
+    match res {
+        Ok(r) => PeerResponse::Snapshot(r),
+        Err(e) => err(&e),
+    }
+}

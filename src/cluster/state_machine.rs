@@ -1,0 +1,352 @@
+//! The Raft state machine: committed entries applied to the store, and
+//! snapshots of it.
+//!
+//! Apply: openraft hands over a run of committed entries; each normal entry's
+//! `Op` is applied through one `storage::ApplyBatch` (later ops in the run see
+//! earlier ones), membership entries are recorded, and the batch commits with
+//! `last_applied` and `last_membership` inside it: one atomic fjall write per
+//! run, so a crash can neither lose an applied entry nor apply one twice.
+//! Apply reads no clock: expiry uses the leader's stamp in each entry. Only
+//! then are the waiting clients answered.
+//!
+//! Snapshots are files in `<data_dir>/snapshots`. Building one streams every
+//! key from a consistent fjall snapshot into the file, followed by a trailer
+//! that records what the snapshot covers:
+//!
+//! ```text
+//! [data stream][meta (postcard)][meta_len: u64 LE][data_len: u64 LE][MAGIC]
+//! ```
+//!
+//! Installing one loads the data stream into a fresh generation of the store
+//! and switches to it atomically (see `storage`), so a crash mid-install
+//! leaves the previous state intact.
+
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+
+use super::op::OpResult;
+use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::storage::Store;
+
+const KEY_LAST_APPLIED: &[u8] = b"raft_last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"raft_membership";
+const MAGIC: &[u8; 8] = b"RFTSNAP1";
+const TRAILER_LEN: u64 = 8 + 8 + 8;
+
+/// The state machine openraft drives. Clones share the store.
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<Store>,
+    snapshot_dir: PathBuf,
+    /// Disambiguates snapshots built at the same log position.
+    builds: Arc<AtomicU64>,
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl StateMachine {
+    /// A state machine over `store`, keeping snapshot files in `snapshot_dir`
+    /// (created if missing; leftovers of interrupted transfers are removed).
+    ///
+    /// # Errors
+    /// The directory cannot be created or listed.
+    pub fn open(store: Arc<Store>, snapshot_dir: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&snapshot_dir)?;
+        for entry in fs::read_dir(&snapshot_dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("incoming-") || name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(StateMachine {
+            store,
+            snapshot_dir,
+            builds: Arc::default(),
+        })
+    }
+
+    fn applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let last_applied = match self.store.meta(KEY_LAST_APPLIED).map_err(other)? {
+            Some(b) => postcard::from_bytes(&b).map_err(other)?,
+            None => None,
+        };
+        let membership = match self.store.meta(KEY_MEMBERSHIP).map_err(other)? {
+            Some(b) => postcard::from_bytes(&b).map_err(other)?,
+            None => StoredMembership::default(),
+        };
+        Ok((last_applied, membership))
+    }
+
+    /// Snapshot files, newest (highest log index) last.
+    fn snapshot_files(&self) -> io::Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.snapshot_dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("snap-") && !n.ends_with(".tmp"))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Makes `path` the current snapshot and removes older ones.
+    fn keep_only(&self, path: &Path) -> io::Result<()> {
+        for old in self.snapshot_files()? {
+            if old != path {
+                let _ = fs::remove_file(old);
+            }
+        }
+        Ok(())
+    }
+
+    /// `snap-<index>-<term>-<tag>`, zero-padded so that name order is log order.
+    fn file_name(meta: &SnapshotMeta, tag: &str) -> String {
+        match &meta.last_log_id {
+            Some(id) => format!("snap-{:020}-{}-{tag}", id.index, id.leader_id.term),
+            None => format!("snap-{:020}-0-{tag}", 0),
+        }
+    }
+
+    fn build_blocking(&self) -> io::Result<(SnapshotMeta, PathBuf)> {
+        let seq = self.builds.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.snapshot_dir.join(format!("build-{seq}.tmp"));
+        let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+        let pairs = self.store.export(&mut out).map_err(other)?;
+        let data_len = out.stream_position()?;
+        let find = |key: &[u8]| pairs.iter().find(|(k, _)| k.as_slice() == key).map(|(_, v)| v.as_slice());
+        let last_log_id: Option<LogId> = match find(KEY_LAST_APPLIED) {
+            Some(b) => postcard::from_bytes(b).map_err(other)?,
+            None => None,
+        };
+        let last_membership: StoredMembership = match find(KEY_MEMBERSHIP) {
+            Some(b) => postcard::from_bytes(b).map_err(other)?,
+            None => StoredMembership::default(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+        };
+        write_trailer(&mut out, &meta, data_len)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        let path = self.snapshot_dir.join(Self::file_name(&meta, &format!("b{seq}")));
+        fs::rename(&tmp, &path)?;
+        self.keep_only(&path)?;
+        Ok((meta, path))
+    }
+
+    fn install_blocking(&self, meta: &SnapshotMeta, mut file: fs::File) -> io::Result<()> {
+        let (file_meta, data_len) = read_trailer(&mut file)?;
+        if file_meta.last_log_id != meta.last_log_id {
+            return Err(invalid("snapshot file does not match its metadata"));
+        }
+        file.seek(SeekFrom::Start(0))?;
+        let mut data = io::BufReader::new(&mut file).take(data_len);
+        let applied = postcard::to_allocvec(&meta.last_log_id).map_err(other)?;
+        let membership = postcard::to_allocvec(&meta.last_membership).map_err(other)?;
+        self.store
+            .import(
+                &mut data,
+                vec![
+                    (KEY_LAST_APPLIED.to_vec(), applied),
+                    (KEY_MEMBERSHIP.to_vec(), membership),
+                ],
+            )
+            .map_err(other)?;
+        // Keep a copy as our current snapshot, to serve to others.
+        let seq = self.builds.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.snapshot_dir.join(format!("install-{seq}.tmp"));
+        file.seek(SeekFrom::Start(0))?;
+        let mut out = fs::File::create(&tmp)?;
+        io::copy(&mut file, &mut out)?;
+        out.sync_all()?;
+        let path = self.snapshot_dir.join(Self::file_name(meta, &format!("i{seq}")));
+        fs::rename(&tmp, &path)?;
+        self.keep_only(&path)
+    }
+
+    fn current_blocking(&self) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
+        let Some(path) = self.snapshot_files()?.pop() else {
+            return Ok(None);
+        };
+        let mut file = fs::File::open(&path)?;
+        let (meta, _) = read_trailer(&mut file)?;
+        Ok(Some((meta, path)))
+    }
+}
+
+fn write_trailer(out: &mut impl Write, meta: &SnapshotMeta, data_len: u64) -> io::Result<()> {
+    let encoded = postcard::to_allocvec(meta).map_err(other)?;
+    out.write_all(&encoded)?;
+    out.write_all(&(encoded.len() as u64).to_le_bytes())?;
+    out.write_all(&data_len.to_le_bytes())?;
+    out.write_all(MAGIC)?;
+    out.flush()
+}
+
+/// Reads a snapshot file's trailer: its metadata and the data stream length.
+fn read_trailer(file: &mut fs::File) -> io::Result<(SnapshotMeta, u64)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len < TRAILER_LEN {
+        return Err(invalid("snapshot file too short"));
+    }
+    file.seek(SeekFrom::Start(len - TRAILER_LEN))?;
+    let mut tail = [0u8; TRAILER_LEN as usize];
+    file.read_exact(&mut tail)?;
+    let (lens, magic) = tail.split_at(16);
+    if magic != MAGIC {
+        return Err(invalid("not a raftis snapshot (bad magic)"));
+    }
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&lens[..8]);
+    let meta_len = u64::from_le_bytes(word);
+    word.copy_from_slice(&lens[8..]);
+    let data_len = u64::from_le_bytes(word);
+    if data_len.checked_add(meta_len).and_then(|n| n.checked_add(TRAILER_LEN)) != Some(len) {
+        return Err(invalid("snapshot file lengths do not add up"));
+    }
+    file.seek(SeekFrom::Start(data_len))?;
+    let mut encoded = vec![0u8; usize::try_from(meta_len).map_err(other)?];
+    file.read_exact(&mut encoded)?;
+    let meta = postcard::from_bytes(&encoded).map_err(|e| invalid(format!("snapshot metadata: {e}")))?;
+    Ok((meta, data_len))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(other)?
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = tokio::fs::File;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let sm = self.clone();
+        let (meta, path) = blocking(move || sm.build_blocking()).await?;
+        tracing::info!(snapshot = %meta, "snapshot built");
+        let file = tokio::fs::File::open(path).await?;
+        Ok(Snapshot { meta, snapshot: file })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = tokio::fs::File;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        self.applied()
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        let mut batch = self.store.begin();
+        let mut answers = Vec::new();
+        let mut last_applied = None;
+        let mut membership = None;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let result = match &entry.payload {
+                EntryPayload::Blank => OpResult::Ok,
+                EntryPayload::Normal(stamped) => batch.apply(&stamped.op, stamped.now_ms).map_err(other)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m.clone()));
+                    OpResult::Ok
+                }
+            };
+            last_applied = Some(entry.log_id);
+            if let Some(responder) = responder {
+                answers.push((responder, result));
+            }
+        }
+        if last_applied.is_some() {
+            batch.put_meta(KEY_LAST_APPLIED, postcard::to_allocvec(&last_applied).map_err(other)?);
+        }
+        if let Some(m) = &membership {
+            batch.put_meta(KEY_MEMBERSHIP, postcard::to_allocvec(m).map_err(other)?);
+        }
+        batch.commit().map_err(other)?;
+        for (responder, result) in answers {
+            responder.send(result);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: tokio::fs::File) -> io::Result<()> {
+        let sm = self.clone();
+        let meta_owned = meta.clone();
+        let file = snapshot.into_std().await;
+        blocking(move || sm.install_blocking(&meta_owned, file)).await?;
+        tracing::info!(snapshot = %meta, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        let sm = self.clone();
+        let Some((meta, path)) = blocking(move || sm.current_blocking()).await? else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(path).await?;
+        Ok(Some(Snapshot { meta, snapshot: file }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::type_config::TypeConfigExt;
+    use openraft::StorageError;
+
+    use super::StateMachine;
+    use crate::cluster::log_store::LogStore;
+    use crate::cluster::types::TypeConfig;
+    use crate::storage::Store;
+
+    struct FjallBuilder;
+
+    fn storage_error(e: impl std::fmt::Display) -> StorageError<TypeConfig> {
+        StorageError::read(TypeConfig::err_from_error(&std::io::Error::other(e.to_string())))
+    }
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for FjallBuilder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+            let dir = tempfile::tempdir().map_err(storage_error)?;
+            let db = fjall::Database::builder(dir.path().join("db")).open().map_err(storage_error)?;
+            let store = Store::open(db.clone()).map_err(storage_error)?;
+            let log = LogStore::open(&db).map_err(storage_error)?;
+            let sm = StateMachine::open(Arc::new(store), dir.path().join("snapshots")).map_err(storage_error)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own storage conformance suite against the fjall log store
+    /// and state machine.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openraft_storage_suite() {
+        Suite::test_all(FjallBuilder).await.expect("storage suite");
+    }
+}

@@ -1,0 +1,66 @@
+//! The Raft type configuration: which concrete types openraft runs with.
+//!
+//! Everything generic in openraft is pinned here, so the rest of the crate
+//! names `TypeConfig` aliases instead of openraft's generic parameters, and an
+//! openraft upgrade touches this module first.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::op::{Op, OpResult};
+use super::state_machine::StateMachine;
+
+/// A replicated write as it sits in the log: the operation plus the
+/// leader's wall-clock time when it proposed it. Apply uses `now_ms` instead
+/// of reading a clock, so every replica computes the same expiry times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StampedOp {
+    /// Leader's clock, milliseconds since the Unix epoch, at proposal.
+    pub now_ms: u64,
+    /// The operation.
+    pub op: Op,
+}
+
+impl fmt::Display for StampedOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}@{}", self.op, self.now_ms)
+    }
+}
+
+/// A member of the cluster as the Raft membership records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Address other nodes use for the peer channel.
+    pub peer_addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.peer_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// raftis's Raft type configuration.
+    pub TypeConfig:
+        D = StampedOp,
+        R = OpResult,
+        NodeId = u64,
+        Node = Member,
+);
+
+/// The Raft handle of this node.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+/// A log entry.
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// A log id (term + index).
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// A vote.
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot: its metadata and its file.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, tokio::fs::File>;
+/// Membership as stored with its log id.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;

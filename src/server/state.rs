@@ -1,0 +1,416 @@
+//! What the RESP front end shares between connections: runtime settings,
+//! the registry of connected clients, and the counters INFO reports.
+//!
+//! The listener creates one [`ServerState`] from the node's [`Settings`];
+//! every connection registers a [`ClientEntry`] in it and gets it back in its
+//! [`Session`](super::Session), so connection commands (`CLIENT LIST`,
+//! `CONFIG SET`, `INFO`) reach it without touching the replicated node.
+//! Settings that `CONFIG SET` may change live in atomics and connections read
+//! them at the start of each batch; counters are relaxed atomics, since INFO
+//! needs no exact snapshot across them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::codec::{ProtocolLimits, INLINE_MAX_SIZE};
+
+/// The front end's settings as the node starts with them (from the
+/// configuration); Redis's defaults otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `maxclients`: connections beyond this are refused.
+    pub maxclients: u64,
+    /// `timeout`: seconds a client may stay idle; 0 = forever.
+    pub timeout_secs: u64,
+    /// `proto-max-bulk-len`.
+    pub proto_max_bulk_len: u64,
+    /// `client-query-buffer-limit`.
+    pub client_query_buffer_limit: u64,
+    /// Largest multibulk count a request may announce.
+    pub max_multibulk_len: u64,
+    /// Submit consecutive pipelined writes of one connection together
+    /// instead of one after another. Only sound when the cluster proposes
+    /// writes in the order their futures are first polled.
+    pub pipelined_writes: bool,
+    /// Data directory, reported by `CONFIG GET dir`.
+    pub data_dir: String,
+    /// Path of the configuration file, reported by INFO.
+    pub config_file: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let limits = ProtocolLimits::default();
+        Settings {
+            maxclients: 10_000,
+            timeout_secs: 0,
+            proto_max_bulk_len: limits.max_bulk_len,
+            client_query_buffer_limit: limits.max_query_buffer,
+            max_multibulk_len: limits.max_multibulk_len,
+            pipelined_writes: false,
+            data_dir: String::new(),
+            config_file: String::new(),
+        }
+    }
+}
+
+impl From<&crate::config::Config> for Settings {
+    /// The front end's part of the node's configuration (`[limits]`, `data_dir`).
+    fn from(config: &crate::config::Config) -> Self {
+        Settings {
+            maxclients: config.limits.maxclients,
+            timeout_secs: config.limits.timeout,
+            proto_max_bulk_len: config.limits.proto_max_bulk_len,
+            client_query_buffer_limit: config.limits.client_query_buffer_limit,
+            data_dir: config.data_dir.display().to_string(),
+            ..Settings::default()
+        }
+    }
+}
+
+/// Settings that `CONFIG SET` can change while connections run.
+#[derive(Debug)]
+pub struct RuntimeSettings {
+    /// `maxclients`.
+    pub maxclients: AtomicU64,
+    /// `timeout` in seconds.
+    pub timeout_secs: AtomicU64,
+    /// `proto-max-bulk-len`.
+    pub proto_max_bulk_len: AtomicU64,
+    /// `client-query-buffer-limit`.
+    pub client_query_buffer_limit: AtomicU64,
+    max_multibulk_len: u64,
+    pipelined_writes: bool,
+    data_dir: String,
+    config_file: String,
+}
+
+impl RuntimeSettings {
+    fn new(s: Settings) -> Self {
+        RuntimeSettings {
+            maxclients: AtomicU64::new(s.maxclients),
+            timeout_secs: AtomicU64::new(s.timeout_secs),
+            proto_max_bulk_len: AtomicU64::new(s.proto_max_bulk_len),
+            client_query_buffer_limit: AtomicU64::new(s.client_query_buffer_limit),
+            max_multibulk_len: s.max_multibulk_len,
+            pipelined_writes: s.pipelined_writes,
+            data_dir: s.data_dir,
+            config_file: s.config_file,
+        }
+    }
+
+    /// The request limits in force now.
+    #[must_use]
+    pub fn limits(&self) -> ProtocolLimits {
+        ProtocolLimits {
+            max_bulk_len: self.proto_max_bulk_len.load(Ordering::Relaxed),
+            max_multibulk_len: self.max_multibulk_len,
+            max_inline_len: INLINE_MAX_SIZE,
+            max_query_buffer: self.client_query_buffer_limit.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The idle timeout in force now, if any.
+    #[must_use]
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.timeout_secs.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+
+    /// Whether pipelined writes are submitted together.
+    #[must_use]
+    pub fn pipelined_writes(&self) -> bool {
+        self.pipelined_writes
+    }
+
+    /// The data directory.
+    #[must_use]
+    pub fn data_dir(&self) -> &str {
+        &self.data_dir
+    }
+
+    /// The configuration file path.
+    #[must_use]
+    pub fn config_file(&self) -> &str {
+        &self.config_file
+    }
+}
+
+/// Calls and time of one command, for `INFO commandstats`.
+#[derive(Debug, Default)]
+pub struct CommandStats {
+    /// Times it ran.
+    pub calls: AtomicU64,
+    /// Microseconds spent in it, in total.
+    pub usec: AtomicU64,
+    /// Times it was refused before running (arity, unknown subcommand).
+    pub rejected_calls: AtomicU64,
+    /// Times it ran and replied with an error.
+    pub failed_calls: AtomicU64,
+}
+
+/// Counters for INFO's stats section.
+#[derive(Debug)]
+pub struct Stats {
+    /// `total_connections_received`.
+    pub connections_received: AtomicU64,
+    /// `rejected_connections` (over maxclients).
+    pub rejected_connections: AtomicU64,
+    /// `total_commands_processed`.
+    pub commands_processed: AtomicU64,
+    /// `total_net_input_bytes`.
+    pub net_input_bytes: AtomicU64,
+    /// `total_net_output_bytes`.
+    pub net_output_bytes: AtomicU64,
+    /// `total_error_replies`.
+    pub error_replies: AtomicU64,
+    /// `unexpected_error_replies`: unknown commands and arity errors.
+    pub rejected_commands: AtomicU64,
+    /// Per command, by full name such as `client|list`. Built once from the
+    /// command table, so counting a call takes no lock.
+    commands: HashMap<&'static str, CommandStats>,
+}
+
+impl Stats {
+    /// Counters for the given command names (full names, `client|list`).
+    #[must_use]
+    pub fn new(command_names: impl IntoIterator<Item = &'static str>) -> Self {
+        Stats {
+            connections_received: AtomicU64::new(0),
+            rejected_connections: AtomicU64::new(0),
+            commands_processed: AtomicU64::new(0),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
+            error_replies: AtomicU64::new(0),
+            rejected_commands: AtomicU64::new(0),
+            commands: command_names
+                .into_iter()
+                .map(|n| (n, CommandStats::default()))
+                .collect(),
+        }
+    }
+
+    /// The counters of command `name` (e.g. `get`, `client|list`).
+    #[must_use]
+    pub fn command(&self, name: &str) -> Option<&CommandStats> {
+        self.commands.get(name)
+    }
+
+    /// Every command that has run, sorted by name.
+    #[must_use]
+    pub fn commands(&self) -> Vec<(&'static str, &CommandStats)> {
+        let mut all: Vec<_> = self
+            .commands
+            .iter()
+            .filter(|(_, c)| {
+                c.calls.load(Ordering::Relaxed) + c.rejected_calls.load(Ordering::Relaxed) > 0
+            })
+            .map(|(k, v)| (*k, v))
+            .collect();
+        all.sort_by_key(|(k, _)| *k);
+        all
+    }
+
+    /// `CONFIG RESETSTAT`.
+    pub fn reset(&self) {
+        for counter in [
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.commands_processed,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+            &self.error_replies,
+            &self.rejected_commands,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        for c in self.commands.values() {
+            for counter in [&c.calls, &c.usec, &c.rejected_calls, &c.failed_calls] {
+                counter.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What `CLIENT LIST` shows of one connection and may change while it runs.
+#[derive(Debug, Clone)]
+pub struct ClientMeta {
+    /// `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-NAME`.
+    pub lib_name: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-VER`.
+    pub lib_ver: Option<Bytes>,
+    /// Full name of the last command (`client|list`).
+    pub last_cmd: &'static str,
+    /// When the client last sent something.
+    pub last_interaction: Instant,
+    /// 2 or 3.
+    pub resp: u8,
+    /// Bytes buffered for a request not yet complete.
+    pub qbuf: usize,
+}
+
+/// One connected client, as the registry knows it.
+#[derive(Debug)]
+pub struct ClientEntry {
+    /// `CLIENT ID`.
+    pub id: u64,
+    /// Peer address.
+    pub addr: String,
+    /// Local address.
+    pub laddr: String,
+    /// Socket file descriptor, -1 when there is none.
+    pub fd: i64,
+    /// When the connection was accepted.
+    pub created: Instant,
+    meta: Mutex<ClientMeta>,
+}
+
+impl ClientEntry {
+    /// A client that connected now.
+    #[must_use]
+    pub fn new(id: u64, addr: Option<SocketAddr>, laddr: Option<SocketAddr>, fd: i64) -> Self {
+        let now = Instant::now();
+        ClientEntry {
+            id,
+            addr: addr.map_or_else(String::new, |a| a.to_string()),
+            laddr: laddr.map_or_else(String::new, |a| a.to_string()),
+            fd,
+            created: now,
+            meta: Mutex::new(ClientMeta {
+                name: None,
+                lib_name: None,
+                lib_ver: None,
+                last_cmd: "NULL",
+                last_interaction: now,
+                resp: 2,
+                qbuf: 0,
+            }),
+        }
+    }
+
+    /// The mutable part, locked.
+    pub fn meta(&self) -> MutexGuard<'_, ClientMeta> {
+        lock(&self.meta)
+    }
+
+    /// One line of `CLIENT LIST` / `CLIENT INFO`, in Redis 7.2's field order.
+    #[must_use]
+    pub fn info_line(&self, now: Instant) -> Vec<u8> {
+        let m = self.meta().clone();
+        let age = now.saturating_duration_since(self.created).as_secs();
+        let idle = now.saturating_duration_since(m.last_interaction).as_secs();
+        let text = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={age} idle={idle} flags=N db=0 sub=0 \
+             psub=0 ssub=0 multi=-1 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 \
+             obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} \
+             lib-name={} lib-ver={}\n",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            text(&m.name),
+            m.qbuf,
+            m.last_cmd,
+            m.resp,
+            text(&m.lib_name),
+            text(&m.lib_ver),
+        )
+        .into_bytes()
+    }
+}
+
+/// The state the whole front end shares.
+#[derive(Debug)]
+pub struct ServerState {
+    /// Settings `CONFIG SET` may change.
+    pub settings: RuntimeSettings,
+    /// INFO counters.
+    pub stats: Stats,
+    /// When the server started (uptime).
+    pub started: Instant,
+    /// The same moment on the wall clock.
+    pub started_wall: SystemTime,
+    next_client_id: AtomicU64,
+    clients: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
+    connected: AtomicUsize,
+    tcp_port: AtomicU64,
+}
+
+impl ServerState {
+    /// Front-end state for a node started with `settings`, counting calls of
+    /// the commands named in `command_names`.
+    #[must_use]
+    pub fn new(settings: Settings, command_names: impl IntoIterator<Item = &'static str>) -> Self {
+        ServerState {
+            settings: RuntimeSettings::new(settings),
+            stats: Stats::new(command_names),
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            next_client_id: AtomicU64::new(1),
+            clients: Mutex::new(BTreeMap::new()),
+            connected: AtomicUsize::new(0),
+            tcp_port: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh client id (never reused).
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a connected client.
+    pub fn register(&self, entry: Arc<ClientEntry>) {
+        lock(&self.clients).insert(entry.id, entry);
+        self.connected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a client that disconnected.
+    pub fn unregister(&self, id: u64) {
+        if lock(&self.clients).remove(&id).is_some() {
+            self.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connected clients now.
+    #[must_use]
+    pub fn connected_clients(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Every connected client, by id.
+    #[must_use]
+    pub fn clients(&self) -> Vec<Arc<ClientEntry>> {
+        lock(&self.clients).values().cloned().collect()
+    }
+
+    /// Records the RESP port the listener is bound to (INFO's `tcp_port`).
+    pub fn set_tcp_port(&self, port: u16) {
+        self.tcp_port.store(u64::from(port), Ordering::Relaxed);
+    }
+
+    /// The RESP port, 0 before the listener starts.
+    #[must_use]
+    pub fn tcp_port(&self) -> u64 {
+        self.tcp_port.load(Ordering::Relaxed)
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (each critical section here is a single assignment or lookup).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
