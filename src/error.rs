@@ -7,6 +7,7 @@
 //! self-contained line that already includes its cause, so callers print
 //! `{}` and need not walk `source()`.
 
+use crate::cluster::ClusterError;
 use crate::config::ConfigError;
 
 /// The crate's top-level error.
@@ -18,6 +19,20 @@ pub enum Error {
     /// An I/O error outside the storage engine (binding a socket, reading a file).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// An address from the configuration could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The configuration key the address came from.
+        key: &'static str,
+        /// The address.
+        addr: String,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Raft layer failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// `Result` with the crate's [`Error`].
@@ -29,7 +44,8 @@ impl Error {
     /// match on (`ERR`, `CLUSTERDOWN`, `TIMEOUT`...).
     pub fn resp_prefix(&self) -> &'static str {
         match self {
-            Error::Config(_) | Error::Io(_) => "ERR",
+            Error::Config(_) | Error::Io(_) | Error::Bind { .. } => "ERR",
+            Error::Cluster(e) => e.resp_prefix(),
         }
     }
 }

@@ -40,14 +40,14 @@ async fn main() -> ExitCode {
         version = env!("CARGO_PKG_VERSION"),
         "starting raftis"
     );
-    // TODO(lead): node::run — replace the two lines below with
-    //     match raftis::node::run(config).await {
-    //         Ok(()) => ExitCode::SUCCESS,
-    //         Err(error) => { tracing::error!(%error, "raftis stopped"); eprintln!("raftis: {error}"); ExitCode::FAILURE }
-    //     }
-    // once `pub async fn run(config: Config) -> Result<(), raftis::error::Error>` exists.
-    eprintln!("raftis: the server is not built yet (node::run is missing); nothing was started");
-    ExitCode::FAILURE
+    match raftis::node::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "raftis stopped");
+            eprintln!("raftis: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Installs the global log subscriber, writing to stderr so that stdout stays

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::impls::ProgressResponder;
 use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
 
@@ -54,23 +55,44 @@ impl Core {
         Some(self.peers.channel(node_id, &member.peer_addr))
     }
 
-    /// Proposes `op` on this node, which must be the leader, stamping it
-    /// with this node's clock, and waits for it to be applied.
+    /// Hands `op` to Raft on this node, which must be the leader, stamping
+    /// it with this node's clock. Proposals enter Raft in the order this is
+    /// called (so one client's pipelined writes keep their order); the
+    /// returned future waits for the entry to be applied.
     ///
     /// # Errors
-    /// `NotLeader` (nothing proposed: safe to retry elsewhere), or `Unknown`
-    /// when the entry may have been appended but its fate was not seen.
-    pub async fn propose_local(&self, op: Op) -> Result<OpResult, RemoteError> {
+    /// `Unavailable` when Raft has stopped (nothing proposed). The returned
+    /// future fails with `NotLeader` (nothing proposed: safe to retry
+    /// elsewhere) or `Unknown` when the entry may have been appended but its
+    /// fate was not seen within the request timeout.
+    pub async fn submit_local(
+        &self,
+        op: Op,
+    ) -> Result<impl std::future::Future<Output = Result<OpResult, RemoteError>> + Send + 'static, RemoteError> {
         let stamped = StampedOp { now_ms: now_ms(), op };
-        match tokio::time::timeout(self.request_timeout, self.raft.client_write(stamped)).await {
-            Err(_) => Err(RemoteError::Unknown("commit not seen within the request timeout".into())),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(RemoteError::NotLeader { leader: f.leader_id })
+        let (responder, outcome) = ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(stamped, Some(responder))
+            .await
+            .map_err(|e| RemoteError::Unavailable(format!("raft stopped: {e}")))?;
+        let timeout = self.request_timeout;
+        Ok(async move {
+            match tokio::time::timeout(timeout, outcome).await {
+                Err(_) => Err(RemoteError::Unknown("commit not seen within the request timeout".into())),
+                Ok(Err(_)) => Err(RemoteError::Unknown("raft dropped the proposal".into())),
+                Ok(Ok(Ok(resp))) => Ok(resp.data),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(RemoteError::NotLeader { leader: f.leader_id }),
+                Ok(Ok(Err(e))) => Err(RemoteError::Unknown(e.to_string())),
             }
-            Ok(Err(RaftError::APIError(e))) => Err(RemoteError::Unknown(e.to_string())),
-            Ok(Err(RaftError::Fatal(e))) => Err(RemoteError::Unknown(format!("raft stopped: {e}"))),
-        }
+        })
+    }
+
+    /// [`Core::submit_local`] and wait for the outcome.
+    ///
+    /// # Errors
+    /// As [`Core::submit_local`].
+    pub async fn propose_local(&self, op: Op) -> Result<OpResult, RemoteError> {
+        self.submit_local(op).await?.await
     }
 
     /// Confirms leadership with a quorum and returns the index through which

@@ -376,9 +376,15 @@ async fn run_active_expiry(core: Arc<Core>, store: Arc<Store>) {
             if keys.is_empty() {
                 break;
             }
-            if let Err(e) = cluster.write(Op::ExpireKeys(keys)).await {
-                tracing::debug!(error = %e, "proposing expired keys");
-                break;
+            match cluster.write(Op::ExpireKeys(keys)).await {
+                // Nothing was deleted (the stamp was earlier than the scan's
+                // clock, say): scanning again now would find the same keys.
+                Ok(OpResult::Integer(0)) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "proposing expired keys");
+                    break;
+                }
             }
             if !full {
                 break;

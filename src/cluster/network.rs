@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::SeekFrom;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,11 +66,13 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>>;
 
 struct Connection {
     requests: mpsc::UnboundedSender<(Envelope<PeerRequest>, oneshot::Sender<PeerResponse>)>,
+    /// Cleared by whichever of the two tasks sees the connection break first.
+    alive: Arc<AtomicBool>,
 }
 
 impl Connection {
     fn is_closed(&self) -> bool {
-        self.requests.is_closed()
+        self.requests.is_closed() || !self.alive.load(Ordering::Acquire)
     }
 }
 
@@ -169,10 +171,11 @@ impl PeerChannel {
         }
 
         let pending: Pending = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(writer, rx, pending.clone()));
-        tokio::spawn(read_loop(reader, pending, self.target));
-        Ok(Connection { requests: tx })
+        tokio::spawn(write_loop(writer, rx, pending.clone(), alive.clone()));
+        tokio::spawn(read_loop(reader, pending, self.target, alive.clone()));
+        Ok(Connection { requests: tx, alive })
     }
 }
 
@@ -180,6 +183,7 @@ async fn write_loop(
     mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
     mut rx: mpsc::UnboundedReceiver<(Envelope<PeerRequest>, oneshot::Sender<PeerResponse>)>,
     pending: Pending,
+    alive: Arc<AtomicBool>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -192,25 +196,31 @@ async fn write_loop(
                     continue;
                 }
             };
+            // Once the reader has seen the connection die, nobody would
+            // answer: dropping `tx` tells the caller at once.
+            if !alive.load(Ordering::Acquire) {
+                return;
+            }
             if let Ok(mut p) = pending.lock() {
                 p.insert(env.id, tx);
             }
             if writer.feed(Bytes::from(frame)).await.is_err() {
-                fail_all(&pending);
-                return;
+                break;
             }
         }
         if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
-            fail_all(&pending);
-            return;
+            break;
         }
     }
+    alive.store(false, Ordering::Release);
+    fail_all(&pending);
 }
 
 async fn read_loop(
     mut reader: FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
     pending: Pending,
     target: u64,
+    alive: Arc<AtomicBool>,
 ) {
     while let Some(Ok(frame)) = reader.next().await {
         match postcard::from_bytes::<Envelope<PeerResponse>>(&frame) {
@@ -227,6 +237,7 @@ async fn read_loop(
         }
     }
     // Dropping every waiting sender tells each caller the connection is lost.
+    alive.store(false, Ordering::Release);
     fail_all(&pending);
 }
 

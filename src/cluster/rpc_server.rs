@@ -16,22 +16,29 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::core::Core;
 use super::rpc::{codec, Envelope, PeerRequest, PeerResponse, RemoteError};
 
-/// Serves peer connections on `listener` until the task is dropped.
+/// Serves peer connections on `listener` until the task is dropped; then
+/// every connection it accepted is closed too, so peers notice at once and
+/// reconnect to whatever listens on the address next.
 pub async fn serve(listener: TcpListener, core: Arc<Core>) {
+    let mut connections = JoinSet::new();
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, core.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "peer accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+        tokio::select! {
+            Some(_) = connections.join_next() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, core.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
         }
     }
 }
@@ -90,6 +97,29 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                     }
                 };
                 let _ = tx.send(Envelope { id, body });
+            }
+            PeerRequest::Forward(op) => {
+                // Proposed here, in arrival order, so that one client's
+                // pipelined writes through a follower keep their order;
+                // only the wait for the outcome runs concurrently.
+                match core.submit_local(op).await {
+                    Ok(outcome) => {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let body = match outcome.await {
+                                Ok(result) => PeerResponse::Forwarded(result),
+                                Err(e) => PeerResponse::Error(e),
+                            };
+                            let _ = tx.send(Envelope { id, body });
+                        });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Envelope {
+                            id,
+                            body: PeerResponse::Error(e),
+                        });
+                    }
+                }
             }
             body => {
                 let core = core.clone();
@@ -158,15 +188,11 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
             Ok(r) => PeerResponse::TransferLeader(r),
             Err(e) => fatal(&e),
         },
-        PeerRequest::Forward(op) => match core.propose_local(op).await {
-            Ok(result) => PeerResponse::Forwarded(result),
-            Err(e) => PeerResponse::Error(e),
-        },
         PeerRequest::ReadIndex => match core.read_index_local().await {
             Ok(index) => PeerResponse::ReadIndex(index),
             Err(e) => PeerResponse::Error(e),
         },
-        PeerRequest::SnapshotChunk { .. } | PeerRequest::InstallSnapshot { .. } => {
+        PeerRequest::SnapshotChunk { .. } | PeerRequest::InstallSnapshot { .. } | PeerRequest::Forward(_) => {
             PeerResponse::Error(RemoteError::Unavailable("snapshot message out of place".into()))
         }
     }

@@ -260,16 +260,18 @@ fn record(session: &Session, name: &'static str, started: Instant, reply: &Reply
 /// Waits until local state is fresh enough for a linearizable read (or not
 /// at all under `READONLY`).
 async fn read_barrier(node: &Node, local_only: bool) -> Result<(), Reply> {
-    // TODO(lead): node.cluster.read_barrier(local_only).await.map_err(Reply::from)
-    let _ = (node, local_only);
-    Err(Reply::error("CLUSTERDOWN not ready"))
+    node.cluster
+        .read_barrier(local_only)
+        .await
+        .map_err(Reply::from)
 }
 
 /// Replicates one write and turns its outcome into the reply.
 async fn submit_write(node: &Node, op: Op) -> Reply {
-    // TODO(lead): match node.cluster.write(op).await { Ok(r) => Reply::from(r), Err(e) => Reply::from(e) }
-    let _ = (node, op);
-    Reply::error("CLUSTERDOWN not ready")
+    match node.cluster.write(op).await {
+        Ok(result) => Reply::from(result),
+        Err(e) => Reply::from(e),
+    }
 }
 
 /// This node's clock in milliseconds since the Unix epoch, for hiding

@@ -1051,24 +1051,42 @@ struct RaftView {
     last_log_index: u64,
     voters: Vec<u64>,
     learners: Vec<u64>,
+    /// Id and peer address.
     members: Vec<(u64, String)>,
+    /// Id and RESP address (the peer address when it is not known yet).
+    resp_members: Vec<(u64, String)>,
 }
 
 fn raft_view(node: &Node) -> Option<RaftView> {
-    // TODO(lead): once Cluster::status() is wired:
-    //     let s = node.cluster.status();
-    //     Some(RaftView { node_id: s.node_id, role: s.role, leader_id: s.leader_id, term: s.term,
-    //         commit_index: s.commit_index, last_applied: s.last_applied,
-    //         last_log_index: s.last_log_index, voters: s.voters, learners: s.learners,
-    //         members: s.members })
-    let _ = node;
-    None
+    let s = node.cluster.status();
+    // Clients and dashboards want where to connect, not the peer port.
+    let resp_members = s
+        .members
+        .iter()
+        .map(|(id, peer)| {
+            (
+                *id,
+                node.cluster.resp_addr(*id).unwrap_or_else(|| peer.clone()),
+            )
+        })
+        .collect();
+    Some(RaftView {
+        node_id: s.node_id,
+        role: s.role,
+        leader_id: s.leader_id,
+        term: s.term,
+        commit_index: s.commit_index,
+        last_applied: s.last_applied,
+        last_log_index: s.last_log_index,
+        voters: s.voters,
+        learners: s.learners,
+        members: s.members,
+        resp_members,
+    })
 }
 
 fn key_count(node: &Node) -> Option<u64> {
-    // TODO(storage): Some(node.store.key_count())
-    let _ = node;
-    None
+    Some(node.store.key_count())
 }
 
 const DEFAULT_SECTIONS: &[&str] = &[
@@ -1285,7 +1303,7 @@ fn info_replication(out: &mut String, raft: Option<&RaftView>) {
         return;
     };
     let host_port = |id: u64| {
-        r.members
+        r.resp_members
             .iter()
             .find(|(m, _)| *m == id)
             .and_then(|(_, addr)| addr.rsplit_once(':'))
@@ -1295,7 +1313,7 @@ fn info_replication(out: &mut String, raft: Option<&RaftView>) {
     if r.role == "leader" {
         field!(out, "role", "master");
         let followers: Vec<u64> = r
-            .members
+            .resp_members
             .iter()
             .map(|(id, _)| *id)
             .filter(|id| *id != r.node_id)

@@ -130,7 +130,7 @@ impl Decimal {
         }
         if let Some((_, exp_text)) = rest.split_first() {
             let s = std::str::from_utf8(exp_text).ok()?;
-            if s.is_empty() || s.starts_with('+') && s.len() == 1 {
+            if s.is_empty() {
                 return None;
             }
             let e: i32 = s.parse().ok()?;

@@ -1,0 +1,210 @@
+//! A cluster of raftis nodes inside the test process, for behaviour tests.
+//!
+//! Every node gets a temp data dir and listeners on port 0; a stopped node is
+//! restarted on the same ports and data dir, as a real restart would be.
+//! Dropping the [`Cluster`] stops every node.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use raftis::cluster::RaftStatus;
+use raftis::config::{Config, HostPort};
+use raftis::node::RunningNode;
+use tokio::net::TcpListener;
+
+/// Knobs a test may turn; the rest are fast-election defaults.
+#[derive(Debug, Clone)]
+pub struct NodeTuning {
+    pub request_timeout_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub max_in_snapshot_log_to_keep: u64,
+}
+
+impl Default for NodeTuning {
+    fn default() -> Self {
+        NodeTuning {
+            request_timeout_ms: 5000,
+            snapshot_logs_since_last: 100_000,
+            max_in_snapshot_log_to_keep: 1000,
+        }
+    }
+}
+
+struct Slot {
+    config: Config,
+    resp_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    running: Option<RunningNode>,
+    _dir: tempfile::TempDir,
+}
+
+/// In-process nodes of one cluster.
+pub struct Cluster {
+    slots: BTreeMap<u64, Slot>,
+}
+
+async fn bind(addr: &str) -> TcpListener {
+    TcpListener::bind(addr).await.expect("bind")
+}
+
+/// Binds `addr` again after a stop; the old socket may take a moment to go.
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("rebind {addr}: {e}"),
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts `n` nodes that form one cluster.
+    pub async fn start(n: u64, tuning: NodeTuning) -> Cluster {
+        let mut listeners = Vec::new();
+        for _ in 0..n {
+            listeners.push((bind("127.0.0.1:0").await, bind("127.0.0.1:0").await));
+        }
+        let peers: Vec<SocketAddr> = listeners.iter().map(|(_, p)| p.local_addr().unwrap()).collect();
+        let initial = peers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut slots = BTreeMap::new();
+        for (i, (resp, peer)) in listeners.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let dir = tempfile::tempdir().unwrap();
+            let resp_addr = resp.local_addr().unwrap();
+            let peer_addr = peer.local_addr().unwrap();
+            let mut config = Config::default();
+            config.id = id;
+            config.listen = HostPort::new("127.0.0.1", resp_addr.port());
+            config.peer_listen = Some(HostPort::new("127.0.0.1", peer_addr.port()));
+            config.http_listen = HostPort::new("127.0.0.1", 0);
+            config.data_dir = dir.path().to_path_buf();
+            config.initial_cluster = Some(initial.parse().unwrap());
+            config.request_timeout_ms = tuning.request_timeout_ms;
+            config.raft.heartbeat_interval_ms = 50;
+            config.raft.election_timeout_min_ms = 300;
+            config.raft.election_timeout_max_ms = 600;
+            config.raft.snapshot_logs_since_last = tuning.snapshot_logs_since_last;
+            config.raft.max_in_snapshot_log_to_keep = tuning.max_in_snapshot_log_to_keep;
+            let running = raftis::node::start(config.clone(), resp, peer).await.expect("node starts");
+            slots.insert(
+                id,
+                Slot {
+                    config,
+                    resp_addr,
+                    peer_addr,
+                    running: Some(running),
+                    _dir: dir,
+                },
+            );
+        }
+        Cluster { slots }
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.slots.keys().copied().collect()
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.slots.iter().filter(|(_, s)| s.running.is_some()).map(|(id, _)| *id).collect()
+    }
+
+    fn node(&self, id: u64) -> &RunningNode {
+        self.slots[&id].running.as_ref().expect("node is running")
+    }
+
+    pub fn status(&self, id: u64) -> RaftStatus {
+        self.node(id).node().cluster.status()
+    }
+
+    pub fn key_count(&self, id: u64) -> u64 {
+        self.node(id).node().store.key_count()
+    }
+
+    pub fn resp_addr(&self, id: u64) -> SocketAddr {
+        self.slots[&id].resp_addr
+    }
+
+    /// Waits until every running node agrees on one running leader.
+    pub async fn wait_for_leader(&self) -> u64 {
+        let mut found = 0;
+        eventually(Duration::from_secs(15), || {
+            let running = self.running();
+            let leaders: Vec<Option<u64>> = running.iter().map(|id| self.status(*id).leader_id).collect();
+            match leaders.first() {
+                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) && running.contains(l) => {
+                    found = *l;
+                    self.status(*l).role == "leader"
+                }
+                _ => false,
+            }
+        })
+        .await;
+        found
+    }
+
+    pub fn followers(&self, leader: u64) -> Vec<u64> {
+        self.running().into_iter().filter(|id| *id != leader).collect()
+    }
+
+    pub async fn client(&self, id: u64) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(format!("redis://{}", self.resp_addr(id))).unwrap();
+        // Longer than any request timeout: the server, not the client, must
+        // decide when a request has failed.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+        client.get_multiplexed_async_connection_with_config(&config).await.unwrap()
+    }
+
+    /// Stops a node as a crash would, keeping its data dir.
+    pub async fn stop(&mut self, id: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        if let Some(node) = slot.running.take() {
+            node.stop().await;
+        }
+    }
+
+    /// Starts a stopped node again on its ports and data dir.
+    pub async fn restart(&mut self, id: u64) {
+        let slot = self.slots.get_mut(&id).unwrap();
+        assert!(slot.running.is_none(), "node {id} is running");
+        let resp = rebind(slot.resp_addr).await;
+        let peer = rebind(slot.peer_addr).await;
+        let running = raftis::node::start(slot.config.clone(), resp, peer).await.expect("node restarts");
+        slot.running = Some(running);
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `timeout`.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] for a condition that needs to await.
+pub async fn eventually_async<F, Fut>(timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
