@@ -173,7 +173,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let value = guard.value().map_err(io::Error::other)?;
                 Some(decode_entry(&value)?.log_id)
             }
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,

@@ -268,7 +268,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => OpResult::Ok,
                 EntryPayload::Normal(stamped) => batch.apply(&stamped.op, stamped.now_ms).map_err(other)?,
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m.clone()));
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     OpResult::Ok
                 }
             };

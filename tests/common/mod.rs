@@ -86,14 +86,16 @@ impl Cluster {
             let dir = tempfile::tempdir().unwrap();
             let resp_addr = resp.local_addr().unwrap();
             let peer_addr = peer.local_addr().unwrap();
-            let mut config = Config::default();
-            config.id = id;
-            config.listen = HostPort::new("127.0.0.1", resp_addr.port());
-            config.peer_listen = Some(HostPort::new("127.0.0.1", peer_addr.port()));
-            config.http_listen = HostPort::new("127.0.0.1", 0);
-            config.data_dir = dir.path().to_path_buf();
-            config.initial_cluster = Some(initial.parse().unwrap());
-            config.request_timeout_ms = tuning.request_timeout_ms;
+            let mut config = Config {
+                id,
+                listen: HostPort::new("127.0.0.1", resp_addr.port()),
+                peer_listen: Some(HostPort::new("127.0.0.1", peer_addr.port())),
+                http_listen: HostPort::new("127.0.0.1", 0),
+                data_dir: dir.path().to_path_buf(),
+                initial_cluster: Some(initial.parse().unwrap()),
+                request_timeout_ms: tuning.request_timeout_ms,
+                ..Config::default()
+            };
             config.raft.heartbeat_interval_ms = 50;
             config.raft.election_timeout_min_ms = 300;
             config.raft.election_timeout_max_ms = 600;
