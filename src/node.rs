@@ -77,7 +77,11 @@ impl Drop for RunningNode {
     }
 }
 
-fn cluster_options(config: &Config, resp_addr: SocketAddr, peer_addr: SocketAddr) -> ClusterOptions {
+fn cluster_options(
+    config: &Config,
+    resp_addr: SocketAddr,
+    peer_addr: SocketAddr,
+) -> ClusterOptions {
     let advertised_peer = {
         let configured = config.peer_listen_addr();
         if configured.port() == 0 {
@@ -115,7 +119,11 @@ fn cluster_options(config: &Config, resp_addr: SocketAddr, peer_addr: SocketAddr
 ///
 /// # Errors
 /// Storage or Raft that cannot start.
-pub async fn start(config: Config, resp: TcpListener, peer: TcpListener) -> Result<RunningNode, Error> {
+pub async fn start(
+    config: Config,
+    resp: TcpListener,
+    peer: TcpListener,
+) -> Result<RunningNode, Error> {
     let resp_addr = resp.local_addr()?;
     let peer_addr = peer.local_addr()?;
     let options = cluster_options(&config, resp_addr, peer_addr);

@@ -16,15 +16,32 @@ async fn write_through_follower_reads_on_every_node() {
     let leader = cluster.wait_for_leader().await;
     let follower = cluster.followers(leader)[0];
     let mut con = cluster.client(follower).await;
-    let reply: String = redis::cmd("SET").arg("k").arg("v").query_async(&mut con).await.unwrap();
+    let reply: String = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(reply, "OK");
-    let n: i64 = redis::cmd("INCR").arg("n").query_async(&mut con).await.unwrap();
+    let n: i64 = redis::cmd("INCR")
+        .arg("n")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     for id in cluster.ids() {
         let mut c = cluster.client(id).await;
-        let v: Option<String> = redis::cmd("GET").arg("k").query_async(&mut c).await.unwrap();
+        let v: Option<String> = redis::cmd("GET")
+            .arg("k")
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert_eq!(v.as_deref(), Some("v"), "node {id}");
-        let n: i64 = redis::cmd("GET").arg("n").query_async(&mut c).await.unwrap();
+        let n: i64 = redis::cmd("GET")
+            .arg("n")
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert_eq!(n, 1, "node {id}");
     }
 }
@@ -37,7 +54,11 @@ async fn leader_loss_keeps_every_acknowledged_write() {
     {
         let mut con = cluster.client(cluster.followers(leader)[0]).await;
         for i in 0..50 {
-            let r: redis::RedisResult<String> = redis::cmd("SET").arg(format!("k{i}")).arg(i).query_async(&mut con).await;
+            let r: redis::RedisResult<String> = redis::cmd("SET")
+                .arg(format!("k{i}"))
+                .arg(i)
+                .query_async(&mut con)
+                .await;
             if r.is_ok() {
                 acked.push(i);
             }
@@ -48,20 +69,35 @@ async fn leader_loss_keeps_every_acknowledged_write() {
     let survivor = cluster.running()[0];
     let mut con = cluster.client(survivor).await;
     for i in 50..100 {
-        let r: redis::RedisResult<String> = redis::cmd("SET").arg(format!("k{i}")).arg(i).query_async(&mut con).await;
+        let r: redis::RedisResult<String> = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query_async(&mut con)
+            .await;
         match r {
             Ok(_) => acked.push(i),
             Err(e) => {
                 let code = e.code().unwrap_or("");
-                assert!(code == "TIMEOUT" || code == "CLUSTERDOWN", "unexpected error {e}");
+                assert!(
+                    code == "TIMEOUT" || code == "CLUSTERDOWN",
+                    "unexpected error {e}"
+                );
             }
         }
     }
-    assert!(acked.len() >= 90, "writes continue after the election: {} acked", acked.len());
+    assert!(
+        acked.len() >= 90,
+        "writes continue after the election: {} acked",
+        acked.len()
+    );
     for id in cluster.running() {
         let mut c = cluster.client(id).await;
         for i in &acked {
-            let v: Option<i64> = redis::cmd("GET").arg(format!("k{i}")).query_async(&mut c).await.unwrap();
+            let v: Option<i64> = redis::cmd("GET")
+                .arg(format!("k{i}"))
+                .query_async(&mut c)
+                .await
+                .unwrap();
             assert_eq!(v, Some(*i), "node {id} key k{i}");
         }
     }
@@ -73,14 +109,32 @@ async fn restarted_node_rejoins_from_its_data_dir() {
     let leader = cluster.wait_for_leader().await;
     let follower = cluster.followers(leader)[0];
     let mut con = cluster.client(leader).await;
-    let _: () = redis::cmd("SET").arg("before").arg("1").query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     cluster.stop(follower).await;
-    let _: () = redis::cmd("SET").arg("during").arg("2").query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("during")
+        .arg("2")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     cluster.restart(follower).await;
     let mut c = cluster.client(follower).await;
-    let v: Option<String> = redis::cmd("GET").arg("before").query_async(&mut c).await.unwrap();
+    let v: Option<String> = redis::cmd("GET")
+        .arg("before")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(v.as_deref(), Some("1"));
-    let v: Option<String> = redis::cmd("GET").arg("during").query_async(&mut c).await.unwrap();
+    let v: Option<String> = redis::cmd("GET")
+        .arg("during")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(v.as_deref(), Some("2"));
 }
 
@@ -97,7 +151,12 @@ async fn lagging_node_is_caught_up_by_snapshot() {
     cluster.stop(lagging).await;
     let mut con = cluster.client(leader).await;
     for i in 0..200 {
-        let _: () = redis::cmd("SET").arg(format!("key:{i}")).arg(i).query_async(&mut con).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .query_async(&mut con)
+            .await
+            .unwrap();
     }
     // The leader has snapshotted and purged the log the lagging node lacks.
     common::eventually(Duration::from_secs(10), || {
@@ -108,10 +167,17 @@ async fn lagging_node_is_caught_up_by_snapshot() {
     cluster.restart(lagging).await;
     let mut c = cluster.client(lagging).await;
     for i in [0, 99, 199] {
-        let v: Option<i64> = redis::cmd("GET").arg(format!("key:{i}")).query_async(&mut c).await.unwrap();
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert_eq!(v, Some(i));
     }
-    assert!(cluster.status(lagging).snapshot_index > 0, "caught up through a snapshot");
+    assert!(
+        cluster.status(lagging).snapshot_index > 0,
+        "caught up through a snapshot"
+    );
     let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
     assert_eq!(n, 200);
 }
@@ -129,19 +195,35 @@ async fn lost_quorum_is_reported_and_service_returns() {
     cluster.stop(followers[1]).await;
     let mut con = cluster.client(leader).await;
     let started = std::time::Instant::now();
-    let r: redis::RedisResult<String> = redis::cmd("SET").arg("k").arg("v").query_async(&mut con).await;
+    let r: redis::RedisResult<String> = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut con)
+        .await;
     let err = r.expect_err("a write without quorum must fail");
     let code = err.code().unwrap_or("").to_string();
     assert!(code == "CLUSTERDOWN" || code == "TIMEOUT", "got {err}");
-    assert!(started.elapsed() < Duration::from_secs(5), "answered within the request timeout");
-    let r: redis::RedisResult<Option<String>> = redis::cmd("GET").arg("k").query_async(&mut con).await;
-    assert_eq!(r.expect_err("no linearizable read without quorum").code(), Some("CLUSTERDOWN"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within the request timeout"
+    );
+    let r: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg("k").query_async(&mut con).await;
+    assert_eq!(
+        r.expect_err("no linearizable read without quorum").code(),
+        Some("CLUSTERDOWN")
+    );
 
     cluster.restart(followers[0]).await;
     cluster.restart(followers[1]).await;
     let leader = cluster.wait_for_leader().await;
     let mut con = cluster.client(leader).await;
-    let reply: String = redis::cmd("SET").arg("k2").arg("v").query_async(&mut con).await.unwrap();
+    let reply: String = redis::cmd("SET")
+        .arg("k2")
+        .arg("v")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(reply, "OK");
 }
 
@@ -150,24 +232,51 @@ async fn ttl_expires_on_every_node() {
     let cluster = Cluster::start(3, NodeTuning::default()).await;
     let leader = cluster.wait_for_leader().await;
     let mut con = cluster.client(cluster.followers(leader)[0]).await;
-    let _: () = redis::cmd("SET").arg("short").arg("v").arg("PX").arg(300).query_async(&mut con).await.unwrap();
-    let _: () = redis::cmd("SET").arg("long").arg("v").query_async(&mut con).await.unwrap();
-    let ttl: i64 = redis::cmd("PTTL").arg("short").query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("short")
+        .arg("v")
+        .arg("PX")
+        .arg(300)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("long")
+        .arg("v")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("short")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert!(ttl > 0 && ttl <= 300, "pttl {ttl}");
     for id in cluster.ids() {
         let mut c = cluster.client(id).await;
         common::eventually_async(Duration::from_secs(5), || {
             let mut c = c.clone();
             async move {
-                let v: Option<String> = redis::cmd("GET").arg("short").query_async(&mut c).await.unwrap();
+                let v: Option<String> = redis::cmd("GET")
+                    .arg("short")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
                 v.is_none()
             }
         })
         .await;
-        let v: Option<String> = redis::cmd("GET").arg("long").query_async(&mut c).await.unwrap();
+        let v: Option<String> = redis::cmd("GET")
+            .arg("long")
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert_eq!(v.as_deref(), Some("v"));
     }
     // The leader proposed the deletion: the key is gone from every store,
     // not just hidden by each node's clock.
-    common::eventually(Duration::from_secs(5), || cluster.ids().iter().all(|id| cluster.key_count(*id) == 1)).await;
+    common::eventually(Duration::from_secs(5), || {
+        cluster.ids().iter().all(|id| cluster.key_count(*id) == 1)
+    })
+    .await;
 }

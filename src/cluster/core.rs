@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::impls::ProgressResponder;
-use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
 
 use super::network::{PeerChannel, Peers};
@@ -68,8 +68,14 @@ impl Core {
     pub async fn submit_local(
         &self,
         op: Op,
-    ) -> Result<impl std::future::Future<Output = Result<OpResult, RemoteError>> + Send + 'static, RemoteError> {
-        let stamped = StampedOp { now_ms: now_ms(), op };
+    ) -> Result<
+        impl std::future::Future<Output = Result<OpResult, RemoteError>> + Send + 'static,
+        RemoteError,
+    > {
+        let stamped = StampedOp {
+            now_ms: now_ms(),
+            op,
+        };
         let (responder, outcome) = ProgressResponder::complete_only();
         self.raft
             .client_write_ff(stamped, Some(responder))
@@ -78,10 +84,14 @@ impl Core {
         let timeout = self.request_timeout;
         Ok(async move {
             match tokio::time::timeout(timeout, outcome).await {
-                Err(_) => Err(RemoteError::Unknown("commit not seen within the request timeout".into())),
+                Err(_) => Err(RemoteError::Unknown(
+                    "commit not seen within the request timeout".into(),
+                )),
                 Ok(Err(_)) => Err(RemoteError::Unknown("raft dropped the proposal".into())),
                 Ok(Ok(Ok(resp))) => Ok(resp.data),
-                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(RemoteError::NotLeader { leader: f.leader_id }),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(RemoteError::NotLeader {
+                    leader: f.leader_id,
+                }),
                 Ok(Ok(Err(e))) => Err(RemoteError::Unknown(e.to_string())),
             }
         })
@@ -103,10 +113,14 @@ impl Core {
     pub async fn read_index_local(&self) -> Result<u64, RemoteError> {
         let fut = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
         match tokio::time::timeout(self.request_timeout, fut).await {
-            Err(_) => Err(RemoteError::Unavailable("no quorum confirmed leadership in time".into())),
+            Err(_) => Err(RemoteError::Unavailable(
+                "no quorum confirmed leadership in time".into(),
+            )),
             Ok(Ok(lin)) => Ok(lin.read_log_id().index()),
             Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
-                Err(RemoteError::NotLeader { leader: f.leader_id })
+                Err(RemoteError::NotLeader {
+                    leader: f.leader_id,
+                })
             }
             Ok(Err(e)) => Err(RemoteError::Unavailable(e.to_string())),
         }
@@ -117,7 +131,15 @@ impl Core {
     /// # Errors
     /// Returns `false` when the deadline passed first.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
-        if self.raft.metrics().borrow_watched().last_applied.as_ref().map(|l| l.index) >= Some(index) {
+        if self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .as_ref()
+            .map(|l| l.index)
+            >= Some(index)
+        {
             return true;
         }
         self.raft

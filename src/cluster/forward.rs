@@ -51,24 +51,35 @@ impl Cluster {
                         core.wait_for_change(RETRY_WAIT.min(remaining)).await;
                         continue;
                     };
-                    match channel.call(PeerRequest::Forward(op.clone()), remaining).await {
+                    match channel
+                        .call(PeerRequest::Forward(op.clone()), remaining)
+                        .await
+                    {
                         Ok(PeerResponse::Forwarded(result)) => return Ok(result),
-                        Ok(_) => return Err(ClusterError::Timeout("unexpected reply from the leader".into())),
+                        Ok(_) => {
+                            return Err(ClusterError::Timeout(
+                                "unexpected reply from the leader".into(),
+                            ))
+                        }
                         Err(CallError::Remote(_, RemoteError::Unknown(why))) => {
                             return Err(ClusterError::Timeout(why))
                         }
                         Err(e @ (CallError::Unreachable(..) | CallError::Remote(..))) => {
                             last_reason = e.to_string();
                         }
-                        Err(e @ (CallError::Lost(..) | CallError::Timeout(..) | CallError::Protocol(_))) => {
-                            return Err(ClusterError::Timeout(e.to_string()))
-                        }
+                        Err(
+                            e @ (CallError::Lost(..)
+                            | CallError::Timeout(..)
+                            | CallError::Protocol(_)),
+                        ) => return Err(ClusterError::Timeout(e.to_string())),
                     }
                 }
                 None => last_reason = "no leader".into(),
             }
-            core.wait_for_change(RETRY_WAIT.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
+            core.wait_for_change(
+                RETRY_WAIT.min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
         }
     }
 }

@@ -99,7 +99,10 @@ impl LogStore {
 
     /// Fsyncs everything written so far. Blocking.
     fn sync(&self) -> Result<(), io::Error> {
-        self.inner.db.persist(PersistMode::SyncAll).map_err(io::Error::other)
+        self.inner
+            .db
+            .persist(PersistMode::SyncAll)
+            .map_err(io::Error::other)
     }
 }
 
@@ -149,7 +152,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let keys = (to_key_bound(range.start_bound()), to_key_bound(range.end_bound()));
+        let keys = (
+            to_key_bound(range.start_bound()),
+            to_key_bound(range.end_bound()),
+        );
         let mut entries = Vec::new();
         for guard in self.inner.log.range(keys) {
             let (_, value) = guard.into_inner().map_err(io::Error::other)?;
@@ -203,7 +209,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

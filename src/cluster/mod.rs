@@ -55,8 +55,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::errors::{InitializeError, RaftError};
 use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{InitializeError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -195,9 +195,13 @@ impl Cluster {
     ///
     /// # Errors
     /// Storage that cannot be opened or a Raft configuration that openraft refuses.
-    pub async fn start(opts: ClusterOptions, peer_listener: TcpListener) -> Result<(Cluster, Arc<Store>), ClusterError> {
+    pub async fn start(
+        opts: ClusterOptions,
+        peer_listener: TcpListener,
+    ) -> Result<(Cluster, Arc<Store>), ClusterError> {
         let db_dir = opts.data_dir.join("db");
-        std::fs::create_dir_all(&db_dir).map_err(ClusterError::startup("creating the data directory"))?;
+        std::fs::create_dir_all(&db_dir)
+            .map_err(ClusterError::startup("creating the data directory"))?;
         let db = fjall::Database::builder(&db_dir)
             .cache_size(opts.cache_size_bytes)
             .open()
@@ -209,7 +213,8 @@ impl Cluster {
             what: "opening the store",
             source: io::Error::other(e),
         })?);
-        let log_store = LogStore::open(&db).map_err(ClusterError::startup("opening the raft log"))?;
+        let log_store =
+            LogStore::open(&db).map_err(ClusterError::startup("opening the raft log"))?;
         let snapshot_dir = opts.data_dir.join("snapshots");
         let state_machine = StateMachine::open(store.clone(), snapshot_dir.clone())
             .map_err(ClusterError::startup("opening the snapshot directory"))?;
@@ -235,7 +240,10 @@ impl Cluster {
             node_id: opts.id,
             resp_addr: opts.resp_addr.clone(),
         };
-        let peers = Arc::new(Peers::new(me, Duration::from_millis(opts.heartbeat_interval_ms.max(100) * 5)));
+        let peers = Arc::new(Peers::new(
+            me,
+            Duration::from_millis(opts.heartbeat_interval_ms.max(100) * 5),
+        ));
         let raft = openraft::Raft::new(
             opts.id,
             Arc::new(raft_config),
@@ -283,12 +291,19 @@ impl Cluster {
             role,
             leader_id: m.current_leader,
             term: m.current_term,
-            commit_index: m.cluster_committed.as_ref().or(m.local_committed.as_ref()).map_or(0, |l| l.index),
+            commit_index: m
+                .cluster_committed
+                .as_ref()
+                .or(m.local_committed.as_ref())
+                .map_or(0, |l| l.index),
             last_applied: m.last_applied.as_ref().map_or(0, |l| l.index),
             last_log_index: m.last_log_index.unwrap_or(0),
             voters: voters.into_iter().collect(),
             learners,
-            members: membership.nodes().map(|(id, n)| (*id, n.peer_addr.clone())).collect(),
+            members: membership
+                .nodes()
+                .map(|(id, n)| (*id, n.peer_addr.clone()))
+                .collect(),
             snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
         }
     }
@@ -315,19 +330,35 @@ impl Cluster {
 /// identical, so whichever wins the first election, they agree. A node that
 /// already has state (a restart) skips it.
 async fn initialize_once(core: &Core, opts: &ClusterOptions) -> Result<(), ClusterError> {
-    let initialized = core.raft.is_initialized().await.map_err(|e| ClusterError::Startup {
-        what: "reading raft state",
-        source: io::Error::other(e),
-    })?;
+    let initialized = core
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| ClusterError::Startup {
+            what: "reading raft state",
+            source: io::Error::other(e),
+        })?;
     if initialized {
         return Ok(());
     }
     let members: BTreeMap<u64, Member> = if opts.initial_members.is_empty() {
-        BTreeMap::from([(opts.id, Member { peer_addr: opts.peer_addr.clone() })])
+        BTreeMap::from([(
+            opts.id,
+            Member {
+                peer_addr: opts.peer_addr.clone(),
+            },
+        )])
     } else {
         opts.initial_members
             .iter()
-            .map(|(id, addr)| (*id, Member { peer_addr: addr.clone() }))
+            .map(|(id, addr)| {
+                (
+                    *id,
+                    Member {
+                        peer_addr: addr.clone(),
+                    },
+                )
+            })
             .collect()
     };
     match core.raft.initialize(members).await {

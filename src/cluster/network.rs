@@ -25,9 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use openraft::errors::{
-    NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable,
-};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
@@ -101,7 +99,11 @@ impl PeerChannel {
     ///
     /// # Errors
     /// See [`CallError`]: whether the request may have arrived is part of it.
-    pub async fn call(&self, req: PeerRequest, timeout: Duration) -> Result<PeerResponse, CallError> {
+    pub async fn call(
+        &self,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, CallError> {
         let rx = self.send(req).await?;
         match tokio::time::timeout(timeout, rx).await {
             Err(_) => Err(CallError::Timeout(self.target, timeout)),
@@ -121,7 +123,9 @@ impl PeerChannel {
         if guard.as_ref().is_none_or(Connection::is_closed) {
             *guard = Some(self.connect().await?);
         }
-        let conn = guard.as_ref().ok_or_else(|| CallError::Unreachable(self.target, "no connection".into()))?;
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| CallError::Unreachable(self.target, "no connection".into()))?;
         conn.requests
             .send((env, tx))
             .map_err(|_| CallError::Unreachable(self.target, "connection closed".into()))?;
@@ -129,7 +133,8 @@ impl PeerChannel {
     }
 
     async fn connect(&self) -> Result<Connection, CallError> {
-        let unreachable = |e: &dyn std::fmt::Display| CallError::Unreachable(self.target, e.to_string());
+        let unreachable =
+            |e: &dyn std::fmt::Display| CallError::Unreachable(self.target, e.to_string());
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| unreachable(&"connect timed out"))?
@@ -151,9 +156,13 @@ impl PeerChannel {
         };
         let frame = postcard::to_allocvec(&hello).map_err(|e| unreachable(&e))?;
         let handshake = async {
-            writer.send(Bytes::from(frame)).await.map_err(|e| unreachable(&e))?;
+            writer
+                .send(Bytes::from(frame))
+                .await
+                .map_err(|e| unreachable(&e))?;
             match reader.next().await {
-                Some(Ok(frame)) => postcard::from_bytes::<Envelope<PeerResponse>>(&frame).map_err(|e| unreachable(&e)),
+                Some(Ok(frame)) => postcard::from_bytes::<Envelope<PeerResponse>>(&frame)
+                    .map_err(|e| unreachable(&e)),
                 Some(Err(e)) => Err(unreachable(&e)),
                 None => Err(unreachable(&"closed during handshake")),
             }
@@ -163,7 +172,10 @@ impl PeerChannel {
             .map_err(|_| unreachable(&"handshake timed out"))??;
         if let PeerResponse::Hello { node_id, resp_addr } = reply.body {
             if node_id != self.target {
-                return Err(unreachable(&format!("address {} belongs to node {node_id}", self.addr)));
+                return Err(unreachable(&format!(
+                    "address {} belongs to node {node_id}",
+                    self.addr
+                )));
             }
             if let Ok(mut map) = self.resp_addrs.lock() {
                 map.insert(node_id, resp_addr);
@@ -175,12 +187,18 @@ impl PeerChannel {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(writer, rx, pending.clone(), alive.clone()));
         tokio::spawn(read_loop(reader, pending, self.target, alive.clone()));
-        Ok(Connection { requests: tx, alive })
+        Ok(Connection {
+            requests: tx,
+            alive,
+        })
     }
 }
 
 async fn write_loop(
-    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
+    mut writer: FramedWrite<
+        tokio::net::tcp::OwnedWriteHalf,
+        tokio_util::codec::LengthDelimitedCodec,
+    >,
     mut rx: mpsc::UnboundedReceiver<(Envelope<PeerRequest>, oneshot::Sender<PeerResponse>)>,
     pending: Pending,
     alive: Arc<AtomicBool>,
@@ -259,7 +277,10 @@ impl Peers {
     /// A registry for a node that introduces itself as `me`.
     #[must_use]
     pub fn new(me: SelfInfo, connect_timeout: Duration) -> Self {
-        let resp_addrs = Arc::new(Mutex::new(HashMap::from([(me.node_id, me.resp_addr.clone())])));
+        let resp_addrs = Arc::new(Mutex::new(HashMap::from([(
+            me.node_id,
+            me.resp_addr.clone(),
+        )])));
         Peers {
             me,
             channels: Mutex::default(),
@@ -345,9 +366,10 @@ pub struct RaftNetwork {
 fn rpc_error(e: CallError) -> RPCError<TypeConfig> {
     match e {
         CallError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
-        CallError::Timeout(..) | CallError::Lost(..) | CallError::Remote(..) | CallError::Protocol(_) => {
-            RPCError::Network(NetworkError::new(&e))
-        }
+        CallError::Timeout(..)
+        | CallError::Lost(..)
+        | CallError::Remote(..)
+        | CallError::Protocol(_) => RPCError::Network(NetworkError::new(&e)),
     }
 }
 
@@ -370,13 +392,20 @@ impl RaftNetwork {
         option: &RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, CallError> {
         let target = self.channel.target;
-        let io_err = |e: std::io::Error| CallError::Lost(target, format!("reading snapshot file: {e}"));
+        let io_err =
+            |e: std::io::Error| CallError::Lost(target, format!("reading snapshot file: {e}"));
         let transfer_id = rand::random::<u64>();
-        snapshot.snapshot.seek(SeekFrom::Start(0)).await.map_err(io_err)?;
+        snapshot
+            .snapshot
+            .seek(SeekFrom::Start(0))
+            .await
+            .map_err(io_err)?;
         let mut offset = 0u64;
         let mut buf = vec![0u8; SNAPSHOT_CHUNK];
         loop {
-            let n = read_full(&mut snapshot.snapshot, &mut buf).await.map_err(io_err)?;
+            let n = read_full(&mut snapshot.snapshot, &mut buf)
+                .await
+                .map_err(io_err)?;
             if n == 0 {
                 break;
             }
@@ -396,7 +425,11 @@ impl RaftNetwork {
             vote,
             meta: snapshot.meta.clone(),
         };
-        match self.channel.call(install, option.hard_ttl().max(Duration::from_secs(60))).await? {
+        match self
+            .channel
+            .call(install, option.hard_ttl().max(Duration::from_secs(60)))
+            .await?
+        {
             PeerResponse::Snapshot(resp) => Ok(resp),
             _ => Err(CallError::Protocol(target)),
         }
@@ -424,7 +457,11 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::AppendEntries(rpc), &option).await.map_err(rpc_error)? {
+        match self
+            .call(PeerRequest::AppendEntries(rpc), &option)
+            .await
+            .map_err(rpc_error)?
+        {
             PeerResponse::AppendEntries(r) => Ok(r),
             _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
         }
@@ -435,7 +472,11 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::Vote(rpc), &option).await.map_err(rpc_error)? {
+        match self
+            .call(PeerRequest::Vote(rpc), &option)
+            .await
+            .map_err(rpc_error)?
+        {
             PeerResponse::Vote(r) => Ok(r),
             _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
         }
@@ -446,7 +487,11 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::PreVote(rpc), &option).await.map_err(rpc_error)? {
+        match self
+            .call(PeerRequest::PreVote(rpc), &option)
+            .await
+            .map_err(rpc_error)?
+        {
             PeerResponse::Vote(r) => Ok(r),
             _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
         }
@@ -470,7 +515,11 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::TransferLeader(req), &option).await.map_err(rpc_error)? {
+        match self
+            .call(PeerRequest::TransferLeader(req), &option)
+            .await
+            .map_err(rpc_error)?
+        {
             PeerResponse::TransferLeader(r) => Ok(r),
             _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
         }

@@ -141,7 +141,10 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
 }
 
 async fn write_loop(
-    mut writer: FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
+    mut writer: FramedWrite<
+        tokio::net::tcp::OwnedWriteHalf,
+        tokio_util::codec::LengthDelimitedCodec,
+    >,
     mut rx: mpsc::UnboundedReceiver<Envelope<PeerResponse>>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -163,7 +166,8 @@ async fn write_loop(
 }
 
 async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
-    let fatal = |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
+    let fatal =
+        |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
     match req {
         PeerRequest::Hello { node_id, resp_addr } => {
             core.peers.learn_resp_addr(node_id, resp_addr);
@@ -192,9 +196,11 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
             Ok(index) => PeerResponse::ReadIndex(index),
             Err(e) => PeerResponse::Error(e),
         },
-        PeerRequest::SnapshotChunk { .. } | PeerRequest::InstallSnapshot { .. } | PeerRequest::Forward(_) => {
-            PeerResponse::Error(RemoteError::Unavailable("snapshot message out of place".into()))
-        }
+        PeerRequest::SnapshotChunk { .. }
+        | PeerRequest::InstallSnapshot { .. }
+        | PeerRequest::Forward(_) => PeerResponse::Error(RemoteError::Unavailable(
+            "snapshot message out of place".into(),
+        )),
     }
 }
 
@@ -205,7 +211,8 @@ async fn write_chunk(
     offset: u64,
     data: &[u8],
 ) -> PeerResponse {
-    let err = |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
+    let err =
+        |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
     if offset == 0 {
         // A fresh start (the sender may be retrying): discard any earlier attempt.
         if let Some(old) = incoming.remove(&transfer_id) {
@@ -231,7 +238,10 @@ async fn write_chunk(
         return err(&"snapshot chunk without a start");
     };
     if inc.written != offset {
-        return err(&format!("snapshot chunk at {offset}, expected {}", inc.written));
+        return err(&format!(
+            "snapshot chunk at {offset}, expected {}",
+            inc.written
+        ));
     }
     if let Err(e) = inc.file.write_all(data).await {
         return err(&e);
@@ -246,7 +256,8 @@ async fn install(
     vote: super::types::Vote,
     meta: super::types::SnapshotMeta,
 ) -> PeerResponse {
-    let err = |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
+    let err =
+        |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
     let mut file = inc.file;
     if let Err(e) = file.flush().await {
         return err(&e);
@@ -259,7 +270,10 @@ async fn install(
         Ok(f) => f,
         Err(e) => return err(&e),
     };
-    let snapshot = super::types::Snapshot { meta, snapshot: file };
+    let snapshot = super::types::Snapshot {
+        meta,
+        snapshot: file,
+    };
     let res = core.raft.install_full_snapshot(vote, snapshot).await;
     // The state machine keeps its own copy; the received file is done.
     let _ = tokio::fs::remove_file(&inc.path).await;

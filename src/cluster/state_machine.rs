@@ -131,7 +131,12 @@ impl StateMachine {
         let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
         let pairs = self.store.export(&mut out).map_err(other)?;
         let data_len = out.stream_position()?;
-        let find = |key: &[u8]| pairs.iter().find(|(k, _)| k.as_slice() == key).map(|(_, v)| v.as_slice());
+        let find = |key: &[u8]| {
+            pairs
+                .iter()
+                .find(|(k, _)| k.as_slice() == key)
+                .map(|(_, v)| v.as_slice())
+        };
         let last_log_id: Option<LogId> = match find(KEY_LAST_APPLIED) {
             Some(b) => postcard::from_bytes(b).map_err(other)?,
             None => None,
@@ -148,7 +153,9 @@ impl StateMachine {
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
-        let path = self.snapshot_dir.join(Self::file_name(&meta, &format!("b{seq}")));
+        let path = self
+            .snapshot_dir
+            .join(Self::file_name(&meta, &format!("b{seq}")));
         fs::rename(&tmp, &path)?;
         self.keep_only(&path)?;
         Ok((meta, path))
@@ -179,7 +186,9 @@ impl StateMachine {
         let mut out = fs::File::create(&tmp)?;
         io::copy(&mut file, &mut out)?;
         out.sync_all()?;
-        let path = self.snapshot_dir.join(Self::file_name(meta, &format!("i{seq}")));
+        let path = self
+            .snapshot_dir
+            .join(Self::file_name(meta, &format!("i{seq}")));
         fs::rename(&tmp, &path)?;
         self.keep_only(&path)
     }
@@ -221,17 +230,24 @@ fn read_trailer(file: &mut fs::File) -> io::Result<(SnapshotMeta, u64)> {
     let meta_len = u64::from_le_bytes(word);
     word.copy_from_slice(&lens[8..]);
     let data_len = u64::from_le_bytes(word);
-    if data_len.checked_add(meta_len).and_then(|n| n.checked_add(TRAILER_LEN)) != Some(len) {
+    if data_len
+        .checked_add(meta_len)
+        .and_then(|n| n.checked_add(TRAILER_LEN))
+        != Some(len)
+    {
         return Err(invalid("snapshot file lengths do not add up"));
     }
     file.seek(SeekFrom::Start(data_len))?;
     let mut encoded = vec![0u8; usize::try_from(meta_len).map_err(other)?];
     file.read_exact(&mut encoded)?;
-    let meta = postcard::from_bytes(&encoded).map_err(|e| invalid(format!("snapshot metadata: {e}")))?;
+    let meta =
+        postcard::from_bytes(&encoded).map_err(|e| invalid(format!("snapshot metadata: {e}")))?;
     Ok((meta, data_len))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(other)?
 }
 
@@ -243,7 +259,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (meta, path) = blocking(move || sm.build_blocking()).await?;
         tracing::info!(snapshot = %meta, "snapshot built");
         let file = tokio::fs::File::open(path).await?;
-        Ok(Snapshot { meta, snapshot: file })
+        Ok(Snapshot {
+            meta,
+            snapshot: file,
+        })
     }
 }
 
@@ -266,7 +285,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let result = match &entry.payload {
                 EntryPayload::Blank => OpResult::Ok,
-                EntryPayload::Normal(stamped) => batch.apply(&stamped.op, stamped.now_ms).map_err(other)?,
+                EntryPayload::Normal(stamped) => {
+                    batch.apply(&stamped.op, stamped.now_ms).map_err(other)?
+                }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     OpResult::Ok
@@ -278,7 +299,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         if last_applied.is_some() {
-            batch.put_meta(KEY_LAST_APPLIED, postcard::to_allocvec(&last_applied).map_err(other)?);
+            batch.put_meta(
+                KEY_LAST_APPLIED,
+                postcard::to_allocvec(&last_applied).map_err(other)?,
+            );
         }
         if let Some(m) = &membership {
             batch.put_meta(KEY_MEMBERSHIP, postcard::to_allocvec(m).map_err(other)?);
@@ -294,7 +318,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: tokio::fs::File) -> io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: tokio::fs::File,
+    ) -> io::Result<()> {
         let sm = self.clone();
         let meta_owned = meta.clone();
         let file = snapshot.into_std().await;
@@ -309,7 +337,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         };
         let file = tokio::fs::File::open(path).await?;
-        Ok(Some(Snapshot { meta, snapshot: file }))
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: file,
+        }))
     }
 }
 
@@ -321,26 +352,133 @@ mod tests {
     use openraft::type_config::TypeConfigExt;
     use openraft::StorageError;
 
+    use bytes::Bytes;
+    use openraft::storage::{EntryResponder, RaftStateMachine};
+    use openraft::{EntryPayload, RaftSnapshotBuilder};
+
     use super::StateMachine;
     use crate::cluster::log_store::LogStore;
-    use crate::cluster::types::TypeConfig;
+    use crate::cluster::types::{Entry, StampedOp, TypeConfig};
     use crate::storage::Store;
 
     struct FjallBuilder;
 
     fn storage_error(e: impl std::fmt::Display) -> StorageError<TypeConfig> {
-        StorageError::read(TypeConfig::err_from_error(&std::io::Error::other(e.to_string())))
+        StorageError::read(TypeConfig::err_from_error(&std::io::Error::other(
+            e.to_string(),
+        )))
     }
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for FjallBuilder {
-        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().map_err(storage_error)?;
-            let db = fjall::Database::builder(dir.path().join("db")).open().map_err(storage_error)?;
+            let db = fjall::Database::builder(dir.path().join("db"))
+                .open()
+                .map_err(storage_error)?;
             let store = Store::open(db.clone()).map_err(storage_error)?;
             let log = LogStore::open(&db).map_err(storage_error)?;
-            let sm = StateMachine::open(Arc::new(store), dir.path().join("snapshots")).map_err(storage_error)?;
+            let sm = StateMachine::open(Arc::new(store), dir.path().join("snapshots"))
+                .map_err(storage_error)?;
             Ok((dir, log, sm))
         }
+    }
+
+    fn open_sm(dir: &std::path::Path) -> (StateMachine, Arc<Store>) {
+        let db = fjall::Database::builder(dir.join("db")).open().unwrap();
+        let store = Arc::new(Store::open(db).unwrap());
+        (
+            StateMachine::open(store.clone(), dir.join("snapshots")).unwrap(),
+            store,
+        )
+    }
+
+    fn set(key: &str, value: &str) -> crate::cluster::Op {
+        crate::cluster::Op::MSet(vec![(
+            Bytes::from(key.to_string()),
+            Bytes::from(value.to_string()),
+        )])
+    }
+
+    /// Applies `ops` as committed entries 1..=n of term 1, through the same
+    /// path openraft uses.
+    async fn apply_ops(sm: &mut StateMachine, ops: Vec<crate::cluster::Op>) {
+        let entries: Vec<std::io::Result<EntryResponder<TypeConfig>>> = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let entry = Entry {
+                    log_id: openraft::LogId::new(
+                        openraft::impls::leader_id_adv::LeaderId {
+                            term: 1,
+                            node_id: 1,
+                        },
+                        i as u64 + 1,
+                    ),
+                    payload: EntryPayload::Normal(StampedOp { now_ms: 1_000, op }),
+                };
+                Ok((entry, None))
+            })
+            .collect();
+        sm.apply(futures::stream::iter(entries)).await.unwrap();
+    }
+
+    fn value(store: &Store, key: &str) -> Option<Bytes> {
+        store.get(key.as_bytes(), 2_000).unwrap().map(|v| v.payload)
+    }
+
+    #[tokio::test]
+    async fn snapshot_round_trips_into_another_node() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let (mut sm_a, _) = open_sm(a.path());
+        let (mut sm_b, store_b) = open_sm(b.path());
+        apply_ops(&mut sm_a, vec![set("k1", "v1"), set("k2", "v2")]).await;
+        let snapshot = sm_a.build_snapshot().await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(2));
+
+        sm_b.install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(value(&store_b, "k1").as_deref(), Some(&b"v1"[..]));
+        assert_eq!(store_b.key_count(), 2);
+        let (applied, _) = sm_b.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
+        // The installed snapshot is the one this node now serves to others.
+        let current = sm_b.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snapshot.meta);
+    }
+
+    #[tokio::test]
+    async fn corrupt_snapshot_is_refused_and_state_kept() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let (mut sm_a, _) = open_sm(a.path());
+        let (mut sm_b, store_b) = open_sm(b.path());
+        apply_ops(&mut sm_a, vec![set("k1", "from-a")]).await;
+        apply_ops(&mut sm_b, vec![set("mine", "kept")]).await;
+        let snapshot = sm_a.build_snapshot().await.unwrap();
+        let path = sm_a.snapshot_files().unwrap().pop().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+
+        // Truncated: the trailer is gone.
+        let truncated = b.path().join("truncated");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let file = tokio::fs::File::open(&truncated).await.unwrap();
+        assert!(sm_b.install_snapshot(&snapshot.meta, file).await.is_err());
+
+        // A flipped byte in the data stream.
+        let mut flipped = bytes.clone();
+        flipped[3] ^= 0xff;
+        let path = b.path().join("flipped");
+        std::fs::write(&path, &flipped).unwrap();
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        assert!(sm_b.install_snapshot(&snapshot.meta, file).await.is_err());
+
+        assert_eq!(value(&store_b, "mine").as_deref(), Some(&b"kept"[..]));
+        assert_eq!(value(&store_b, "k1"), None);
+        assert_eq!(store_b.key_count(), 1);
     }
 
     /// openraft's own storage conformance suite against the fjall log store

@@ -73,7 +73,10 @@ impl Cluster {
         for _ in 0..n {
             listeners.push((bind("127.0.0.1:0").await, bind("127.0.0.1:0").await));
         }
-        let peers: Vec<SocketAddr> = listeners.iter().map(|(_, p)| p.local_addr().unwrap()).collect();
+        let peers: Vec<SocketAddr> = listeners
+            .iter()
+            .map(|(_, p)| p.local_addr().unwrap())
+            .collect();
         let initial = peers
             .iter()
             .enumerate()
@@ -101,7 +104,9 @@ impl Cluster {
             config.raft.election_timeout_max_ms = 600;
             config.raft.snapshot_logs_since_last = tuning.snapshot_logs_since_last;
             config.raft.max_in_snapshot_log_to_keep = tuning.max_in_snapshot_log_to_keep;
-            let running = raftis::node::start(config.clone(), resp, peer).await.expect("node starts");
+            let running = raftis::node::start(config.clone(), resp, peer)
+                .await
+                .expect("node starts");
             slots.insert(
                 id,
                 Slot {
@@ -121,7 +126,11 @@ impl Cluster {
     }
 
     pub fn running(&self) -> Vec<u64> {
-        self.slots.iter().filter(|(_, s)| s.running.is_some()).map(|(id, _)| *id).collect()
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.running.is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn node(&self, id: u64) -> &RunningNode {
@@ -145,7 +154,10 @@ impl Cluster {
         let mut found = 0;
         eventually(Duration::from_secs(15), || {
             let running = self.running();
-            let leaders: Vec<Option<u64>> = running.iter().map(|id| self.status(*id).leader_id).collect();
+            let leaders: Vec<Option<u64>> = running
+                .iter()
+                .map(|id| self.status(*id).leader_id)
+                .collect();
             match leaders.first() {
                 Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) && running.contains(l) => {
                     found = *l;
@@ -159,15 +171,22 @@ impl Cluster {
     }
 
     pub fn followers(&self, leader: u64) -> Vec<u64> {
-        self.running().into_iter().filter(|id| *id != leader).collect()
+        self.running()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect()
     }
 
     pub async fn client(&self, id: u64) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(format!("redis://{}", self.resp_addr(id))).unwrap();
         // Longer than any request timeout: the server, not the client, must
         // decide when a request has failed.
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
-        client.get_multiplexed_async_connection_with_config(&config).await.unwrap()
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap()
     }
 
     /// Stops a node as a crash would, keeping its data dir.
@@ -184,7 +203,9 @@ impl Cluster {
         assert!(slot.running.is_none(), "node {id} is running");
         let resp = rebind(slot.resp_addr).await;
         let peer = rebind(slot.peer_addr).await;
-        let running = raftis::node::start(slot.config.clone(), resp, peer).await.expect("node restarts");
+        let running = raftis::node::start(slot.config.clone(), resp, peer)
+            .await
+            .expect("node restarts");
         slot.running = Some(running);
     }
 }
@@ -193,7 +214,10 @@ impl Cluster {
 pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -206,7 +230,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !cond().await {
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
