@@ -280,3 +280,24 @@ async fn ttl_expires_on_every_node() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_writes_through_a_follower_apply_in_order() {
+    let cluster = Cluster::start(3, NodeTuning::default()).await;
+    let leader = cluster.wait_for_leader().await;
+    let mut con = cluster.client(cluster.followers(leader)[0]).await;
+    let mut pipe = redis::pipe();
+    for i in 0..50 {
+        pipe.cmd("SET").arg("k").arg(i).ignore();
+        pipe.cmd("APPEND").arg("log").arg(format!("{i},")).ignore();
+    }
+    pipe.cmd("INCR").arg("k").cmd("INCR").arg("notanumber-free").cmd("GET").arg("k");
+    let (k, fresh, read): (i64, i64, i64) = pipe.query_async(&mut con).await.unwrap();
+    assert_eq!((k, fresh, read), (50, 1, 50));
+    let expected: String = (0..50).map(|i| format!("{i},")).collect();
+    for id in cluster.ids() {
+        let mut c = cluster.client(id).await;
+        let log: String = redis::cmd("GET").arg("log").query_async(&mut c).await.unwrap();
+        assert_eq!(log, expected, "node {id}");
+    }
+}

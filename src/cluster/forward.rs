@@ -83,3 +83,28 @@ impl Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// Replicates consecutive writes of one connection as one log entry
+    /// ([`Op::Batch`]): they apply in the order given, and since the entry is
+    /// proposed at most once, either all of them apply or none does. Returns
+    /// one result per op.
+    ///
+    /// # Errors
+    /// As [`Cluster::write`], for the whole batch.
+    pub async fn write_batch(&self, mut ops: Vec<Op>) -> Result<Vec<OpResult>, ClusterError> {
+        if ops.len() <= 1 {
+            let Some(op) = ops.pop() else {
+                return Ok(Vec::new());
+            };
+            return Ok(vec![self.write(op).await?]);
+        }
+        let expected = ops.len();
+        match self.write(Op::Batch(ops)).await? {
+            OpResult::Array(results) if results.len() == expected => Ok(results),
+            other => Err(ClusterError::Timeout(format!(
+                "a batch of {expected} writes was applied with an unexpected result: {other:?}"
+            ))),
+        }
+    }
+}

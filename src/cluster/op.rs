@@ -195,6 +195,11 @@ pub enum Op {
     /// only those still expired at the stamped time, so a key SET again in
     /// between survives.
     ExpireKeys(Vec<Bytes>),
+    /// Consecutive writes pipelined on one connection, proposed as one log
+    /// entry so that they apply in the order sent and a retry after a
+    /// refused proposal retries all of them or none. Replies with an array
+    /// of each op's result. Never nested.
+    Batch(Vec<Op>),
 }
 
 /// The deterministic outcome of applying an [`Op`]: every replica computes

@@ -12,9 +12,9 @@
 //! [`execute_batch`], which runs a pipelined batch in order with two
 //! savings: one read barrier covers a run of reads with no write between
 //! them (they all arrived before the barrier was requested, so one barrier
-//! is as fresh as one each), and, when `pipelined_writes` is on, a run of
-//! writes is submitted together instead of each waiting for the previous
-//! commit. Every reply is encoded as soon as it exists, in the protocol the
+//! is as fresh as one each), and a run of consecutive writes is replicated
+//! as one batch (one log entry, applied in request order, all or none)
+//! instead of each waiting for the previous commit. Every reply is encoded as soon as it exists, in the protocol the
 //! session has at that moment (a `HELLO 3` mid-batch switches what follows).
 
 use std::sync::atomic::Ordering;
@@ -59,7 +59,6 @@ pub async fn execute_batch(
     requests: &mut Vec<Vec<Bytes>>,
     out: &mut BytesMut,
 ) {
-    let pipelined_writes = session.server.settings.pipelined_writes();
     let mut barrier_done = false;
     // Writes parsed but not yet submitted, with the ready replies (refusals)
     // that sit between them, kept in request order.
@@ -67,16 +66,9 @@ pub async fn execute_batch(
     for argv in requests.drain(..) {
         let prepared = prepare(session, argv);
         match prepared {
-            Prepared::Write(..) if pipelined_writes => pending.push(prepared),
+            Prepared::Write(..) => pending.push(prepared),
             Prepared::Ready(reply) if !pending.is_empty() => pending.push(Prepared::Ready(reply)),
             Prepared::Ready(reply) => reply.encode(session.reply_protocol(), out),
-            Prepared::Write(name, op) => {
-                let started = Instant::now();
-                let reply = submit_write(node, op).await;
-                record(session, name, started, &reply);
-                reply.encode(session.reply_protocol(), out);
-                barrier_done = false;
-            }
             Prepared::Run(resolved, args) => {
                 if !pending.is_empty() {
                     submit_writes(node, session, &mut pending, out).await;
@@ -211,8 +203,9 @@ async fn run_local(
     reply
 }
 
-/// Submits the pending run of writes together and encodes their replies in
-/// request order.
+/// Submits the pending run of writes as one batch (one log entry, applied
+/// in request order, all or nothing) and encodes their replies, with the
+/// refusals that sat between them, in request order.
 async fn submit_writes(
     node: &Node,
     session: &Session,
@@ -220,23 +213,44 @@ async fn submit_writes(
     out: &mut BytesMut,
 ) {
     let started = Instant::now();
-    // join_all polls its futures in order, so each write is handed to the
-    // cluster in request order on the first poll.
-    let replies = futures::future::join_all(pending.drain(..).map(|p| async move {
+    let mut names = Vec::with_capacity(pending.len());
+    let mut ops = Vec::with_capacity(pending.len());
+    let mut slots = Vec::with_capacity(pending.len());
+    for p in pending.drain(..) {
         match p {
-            Prepared::Write(name, op) => (Some(name), submit_write(node, op).await),
-            Prepared::Ready(reply) => (None, reply),
-            Prepared::Run(..) => (
-                None,
-                Reply::error("ERR internal error: local command in a write run"),
-            ),
+            Prepared::Write(name, op) => {
+                names.push(name);
+                ops.push(op);
+                slots.push(None);
+            }
+            Prepared::Ready(reply) => slots.push(Some(reply)),
+            Prepared::Run(..) => slots.push(Some(Reply::error(
+                "ERR internal error: local command in a write run",
+            ))),
         }
-    }))
-    .await;
-    for (name, reply) in replies {
-        if let Some(name) = name {
-            record(session, name, started, &reply);
+    }
+    let outcome = node.cluster.write_batch(ops).await;
+    let mut results: Box<dyn Iterator<Item = Reply> + Send> = match outcome {
+        Ok(results) => Box::new(results.into_iter().map(Reply::from)),
+        Err(e) => {
+            let reply = Reply::from(e);
+            Box::new(std::iter::repeat_n(reply, names.len()))
         }
+    };
+    let mut names = names.into_iter();
+    for slot in slots {
+        let reply = match slot {
+            Some(ready) => ready,
+            None => {
+                let reply = results.next().unwrap_or_else(|| {
+                    Reply::error("ERR internal error: missing write result")
+                });
+                if let Some(name) = names.next() {
+                    record(session, name, started, &reply);
+                }
+                reply
+            }
+        };
         reply.encode(session.reply_protocol(), out);
     }
 }

@@ -33,10 +33,6 @@ pub struct Settings {
     pub client_query_buffer_limit: u64,
     /// Largest multibulk count a request may announce.
     pub max_multibulk_len: u64,
-    /// Submit consecutive pipelined writes of one connection together
-    /// instead of one after another. Only sound when the cluster proposes
-    /// writes in the order their futures are first polled.
-    pub pipelined_writes: bool,
     /// Data directory, reported by `CONFIG GET dir`.
     pub data_dir: String,
     /// Path of the configuration file, reported by INFO.
@@ -52,7 +48,6 @@ impl Default for Settings {
             proto_max_bulk_len: limits.max_bulk_len,
             client_query_buffer_limit: limits.max_query_buffer,
             max_multibulk_len: limits.max_multibulk_len,
-            pipelined_writes: false,
             data_dir: String::new(),
             config_file: String::new(),
         }
@@ -85,7 +80,6 @@ pub struct RuntimeSettings {
     /// `client-query-buffer-limit`.
     pub client_query_buffer_limit: AtomicU64,
     max_multibulk_len: u64,
-    pipelined_writes: bool,
     data_dir: String,
     config_file: String,
 }
@@ -98,7 +92,6 @@ impl RuntimeSettings {
             proto_max_bulk_len: AtomicU64::new(s.proto_max_bulk_len),
             client_query_buffer_limit: AtomicU64::new(s.client_query_buffer_limit),
             max_multibulk_len: s.max_multibulk_len,
-            pipelined_writes: s.pipelined_writes,
             data_dir: s.data_dir,
             config_file: s.config_file,
         }
@@ -122,12 +115,6 @@ impl RuntimeSettings {
             0 => None,
             s => Some(Duration::from_secs(s)),
         }
-    }
-
-    /// Whether pipelined writes are submitted together.
-    #[must_use]
-    pub fn pipelined_writes(&self) -> bool {
-        self.pipelined_writes
     }
 
     /// The data directory.

@@ -204,6 +204,16 @@ impl<'s> ApplyBatch<'s> {
                 self.flush()?;
                 Ok(OpResult::Ok)
             }
+            Op::Batch(ops) => {
+                let mut results = Vec::with_capacity(ops.len());
+                for op in ops {
+                    results.push(match op {
+                        Op::Batch(_) => OpResult::Error(std::borrow::Cow::Borrowed("ERR nested batch")),
+                        op => self.apply(op, now_ms)?,
+                    });
+                }
+                Ok(OpResult::Array(results))
+            }
             Op::ExpireKeys(keys) => {
                 let mut removed = 0;
                 for key in keys {
@@ -672,7 +682,8 @@ fn has_oversized_key(op: &Op) -> bool {
         Op::MSet(pairs) | Op::MSetNx(pairs) => pairs.iter().any(|(key, _)| long(key)),
         Op::Del(keys) | Op::ExpireKeys(keys) => keys.iter().any(long),
         Op::Rename { from, to, .. } => long(from) || long(to),
-        Op::FlushAll => false,
+        // Each op of a batch is checked when it is applied.
+        Op::FlushAll | Op::Batch(_) => false,
     }
 }
 
@@ -750,6 +761,32 @@ mod tests {
             .get(key.as_bytes(), now_ms)
             .unwrap()
             .map(|v| v.payload)
+    }
+
+    #[test]
+    fn batch_applies_in_order_and_answers_each_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let batch = Op::Batch(vec![
+            set_op("k", "1"),
+            Op::IncrBy { key: b("k"), delta: 5 },
+            Op::Append { key: b("k"), value: b("x") },
+            Op::IncrBy { key: b("k"), delta: 1 },
+            Op::Batch(vec![set_op("k", "nested")]),
+        ]);
+        let results = one(&store, batch, NOW);
+        assert_eq!(
+            results,
+            OpResult::Array(vec![
+                OpResult::Ok,
+                OpResult::Integer(6),
+                OpResult::Integer(2),
+                OpResult::Error(std::borrow::Cow::Borrowed("ERR value is not an integer or out of range")),
+                OpResult::Error(std::borrow::Cow::Borrowed("ERR nested batch")),
+            ])
+        );
+        assert_eq!(payload(&store, "k", NOW).as_deref(), Some(&b"6x"[..]));
+        assert_eq!(store.key_count(), 1);
     }
 
     fn expiry(store: &Store, key: &str) -> Option<u64> {
