@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::args::{not_an_integer, parse_i64, syntax_error};
+use super::args::{parse_i64, syntax_error};
 use super::table::{self, CommandSpec, Flags, Handler, SubcommandSpec};
 use super::Args;
 use crate::node::Node;
@@ -259,7 +259,8 @@ fn select(_: &Node, _: &mut Session, args: &mut Args) -> Reply {
     if db == 0 {
         Reply::ok()
     } else if i32::try_from(db).is_err() {
-        not_an_integer()
+        // Redis parses the index as an int and names the range.
+        Reply::error("ERR value is out of range, value must between -2147483648 and 2147483647")
     } else {
         Reply::error("ERR DB index is out of range")
     }
