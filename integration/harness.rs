@@ -233,8 +233,7 @@ impl NodeProcess {
     /// SIGKILL, without waiting for the process to go.
     fn send_kill(&mut self) {
         if let Some(child) = &mut self.child {
-            // Fails only if the process was already reaped, which `wait`
-            // below handles.
+            // An error only means the process is gone already.
             let _ = child.kill();
         }
     }
@@ -625,9 +624,21 @@ impl ProcessCluster {
 }
 
 impl Drop for ProcessCluster {
+    /// Kills every node. A node that exited on its own before that (a panic,
+    /// an abort, a fatal error) fails the test even if the test's own checks
+    /// passed, since the survivors may have hidden it.
     fn drop(&mut self) {
+        let crashed: Vec<String> = self
+            .nodes
+            .values_mut()
+            .filter_map(|node| {
+                let status = node.exited()?;
+                Some(format!("node {} ({status})", node.id))
+            })
+            .collect();
         self.kill_all();
-        if std::thread::panicking() {
+        let failing = std::thread::panicking();
+        if failing || !crashed.is_empty() {
             self.print_logs();
             // Whole logs and data dirs, for a failure the tail does not explain.
             if std::env::var_os("INTEGRATION_KEEP_DIR").is_some() {
@@ -637,6 +648,13 @@ impl Drop for ProcessCluster {
             } else {
                 eprintln!("(set INTEGRATION_KEEP_DIR=1 to keep the data dirs and whole logs)");
             }
+        }
+        // Never panic while already unwinding: that would abort the run.
+        if !failing && !crashed.is_empty() {
+            panic!(
+                "exited during the test without being killed: {}",
+                crashed.join(", ")
+            );
         }
     }
 }

@@ -35,6 +35,8 @@ fn redis_py_through_a_follower() {
         // No stray .pyc files in the source tree.
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let out = tools::run(cmd, None, Duration::from_secs(60));
+    // Shown with --nocapture, and with the failure otherwise.
+    eprintln!("{out}");
     out.assert_success("redis_py_smoke.py");
     // Prove it ran every step rather than exiting 0 early.
     assert!(

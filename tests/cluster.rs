@@ -291,13 +291,22 @@ async fn pipelined_writes_through_a_follower_apply_in_order() {
         pipe.cmd("SET").arg("k").arg(i).ignore();
         pipe.cmd("APPEND").arg("log").arg(format!("{i},")).ignore();
     }
-    pipe.cmd("INCR").arg("k").cmd("INCR").arg("notanumber-free").cmd("GET").arg("k");
+    pipe.cmd("INCR")
+        .arg("k")
+        .cmd("INCR")
+        .arg("notanumber-free")
+        .cmd("GET")
+        .arg("k");
     let (k, fresh, read): (i64, i64, i64) = pipe.query_async(&mut con).await.unwrap();
     assert_eq!((k, fresh, read), (50, 1, 50));
     let expected: String = (0..50).map(|i| format!("{i},")).collect();
     for id in cluster.ids() {
         let mut c = cluster.client(id).await;
-        let log: String = redis::cmd("GET").arg("log").query_async(&mut c).await.unwrap();
+        let log: String = redis::cmd("GET")
+            .arg("log")
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert_eq!(log, expected, "node {id}");
     }
 }

@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::core::now_ms;
 use super::network::CallError;
 use super::op::{Op, OpResult};
 use super::rpc::{PeerRequest, PeerResponse, RemoteError};
@@ -51,10 +52,13 @@ impl Cluster {
                         core.wait_for_change(RETRY_WAIT.min(remaining)).await;
                         continue;
                     };
-                    match channel
-                        .call(PeerRequest::Forward(op.clone()), remaining)
-                        .await
-                    {
+                    let forward = PeerRequest::Forward {
+                        op: op.clone(),
+                        deadline_ms: now_ms().saturating_add(
+                            u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
+                        ),
+                    };
+                    match channel.call(forward, remaining).await {
                         Ok(PeerResponse::Forwarded(result)) => return Ok(result),
                         Ok(_) => {
                             return Err(ClusterError::Timeout(

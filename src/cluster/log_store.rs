@@ -174,13 +174,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last_log_id = match self.inner.log.last_key_value() {
+        let last_entry = match self.inner.log.last_key_value() {
             Some(guard) => {
                 let value = guard.value().map_err(io::Error::other)?;
                 Some(decode_entry(&value)?.log_id)
             }
-            None => last_purged_log_id,
+            None => None,
         };
+        // A purge is recorded before its entries go; should the deletion be
+        // lost, entries at or below the purged id still count as purged.
+        let last_log_id = std::cmp::max(last_entry, last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -218,12 +221,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = self.inner.db.batch();
+        let mut encoded = Vec::new();
         for entry in entries {
             let value = postcard::to_allocvec(&entry).map_err(invalid_data)?;
-            batch.insert(&self.inner.log, index_key(entry.log_id.index), value);
+            encoded.push((index_key(entry.log_id.index), value));
         }
-        batch.commit().map_err(io::Error::other)?;
+        // fjall holds its journal lock while the flusher fsyncs, so a write
+        // may block for as long as an fsync: do it off the async runtime's
+        // threads. It still completes before `append` returns, as openraft
+        // requires (appended entries must be readable at once).
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut batch = store.inner.db.batch();
+            for (key, value) in encoded {
+                batch.insert(&store.inner.log, key, value);
+            }
+            batch.commit().map_err(io::Error::other)
+        })
+        .await
+        .map_err(io::Error::other)??;
         self.inner
             .flusher
             .send(callback)
@@ -238,15 +254,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // The purged id goes first: entries at or below it are ignored even
-        // if the crash comes before they are all deleted. The fsync makes the
-        // state machine's applied state (written earlier to the same journal)
-        // durable before the log that could rebuild it is gone.
+        // The fsync before deleting makes the state machine's applied state
+        // (written earlier to the same journal) durable before the log that
+        // could rebuild it is gone; the one after makes the deletion itself
+        // durable, so a restart never finds a purged id above the last entry
+        // (which openraft refuses as an inverted log).
         self.put_meta(KEY_PURGED, &log_id)?;
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.sync())
-            .await
-            .map_err(io::Error::other)??;
-        self.remove_range(..=index_key(log_id.index))
+        tokio::task::spawn_blocking(move || {
+            store.sync()?;
+            store.remove_range(..=index_key(log_id.index))?;
+            store.sync()
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }

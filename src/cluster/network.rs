@@ -21,7 +21,7 @@ use std::future::Future;
 use std::io::SeekFrom;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -64,6 +64,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>>;
 
 struct Connection {
     requests: mpsc::UnboundedSender<(Envelope<PeerRequest>, oneshot::Sender<PeerResponse>)>,
+    /// Callers waiting for a response, by request id.
+    pending: Pending,
     /// Cleared by whichever of the two tasks sees the connection break first.
     alive: Arc<AtomicBool>,
 }
@@ -92,7 +94,20 @@ pub struct PeerChannel {
     conn: tokio::sync::Mutex<Option<Connection>>,
     resp_addrs: Arc<Mutex<HashMap<u64, String>>>,
     connect_timeout: Duration,
+    backoff: Mutex<Backoff>,
 }
+
+/// After a failed connect, further calls fail at once (nothing sent) until
+/// the delay passes; the delay doubles per failure, so a dead peer costs one
+/// connect attempt per period, not one per request.
+#[derive(Debug, Default)]
+struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl PeerChannel {
     /// Sends `req` and waits up to `timeout` for its response.
@@ -104,24 +119,50 @@ impl PeerChannel {
         req: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, CallError> {
-        let rx = self.send(req).await?;
-        match tokio::time::timeout(timeout, rx).await {
-            Err(_) => Err(CallError::Timeout(self.target, timeout)),
+        let started = Instant::now();
+        // Until `send` returns, nothing is queued: running out of time there
+        // means the request was certainly not sent.
+        let (id, pending, rx) = tokio::time::timeout(timeout, self.send(req))
+            .await
+            .map_err(|_| {
+                CallError::Unreachable(self.target, "no connection within the call's time".into())
+            })??;
+        let remaining = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(remaining, rx).await {
+            Err(_) => {
+                // Nobody will wait for this answer any more.
+                if let Ok(mut p) = pending.lock() {
+                    p.remove(&id);
+                }
+                Err(CallError::Timeout(self.target, timeout))
+            }
             Ok(Err(_)) => Err(CallError::Lost(self.target, "connection closed".into())),
             Ok(Ok(PeerResponse::Error(e))) => Err(CallError::Remote(self.target, e)),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
 
-    async fn send(&self, req: PeerRequest) -> Result<oneshot::Receiver<PeerResponse>, CallError> {
+    async fn send(
+        &self,
+        req: PeerRequest,
+    ) -> Result<(u64, Pending, oneshot::Receiver<PeerResponse>), CallError> {
         let (tx, rx) = oneshot::channel();
-        let env = Envelope {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            body: req,
-        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let env = Envelope { id, body: req };
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_none_or(Connection::is_closed) {
-            *guard = Some(self.connect().await?);
+            *guard = None;
+            self.check_backoff()?;
+            match self.connect().await {
+                Ok(conn) => {
+                    self.record_connect(true);
+                    *guard = Some(conn);
+                }
+                Err(e) => {
+                    self.record_connect(false);
+                    return Err(e);
+                }
+            }
         }
         let conn = guard
             .as_ref()
@@ -129,7 +170,34 @@ impl PeerChannel {
         conn.requests
             .send((env, tx))
             .map_err(|_| CallError::Unreachable(self.target, "connection closed".into()))?;
-        Ok(rx)
+        Ok((id, conn.pending.clone(), rx))
+    }
+
+    fn check_backoff(&self) -> Result<(), CallError> {
+        let backoff = self
+            .backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match backoff.until {
+            Some(until) if Instant::now() < until => Err(CallError::Unreachable(
+                self.target,
+                format!("backing off for {:?} after a failed connect", backoff.delay),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_connect(&self, ok: bool) {
+        let mut backoff = self
+            .backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ok {
+            *backoff = Backoff::default();
+        } else {
+            backoff.delay = (backoff.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+            backoff.until = Some(Instant::now() + backoff.delay);
+        }
     }
 
     async fn connect(&self) -> Result<Connection, CallError> {
@@ -186,9 +254,15 @@ impl PeerChannel {
         let alive = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(writer, rx, pending.clone(), alive.clone()));
-        tokio::spawn(read_loop(reader, pending, self.target, alive.clone()));
+        tokio::spawn(read_loop(
+            reader,
+            pending.clone(),
+            self.target,
+            alive.clone(),
+        ));
         Ok(Connection {
             requests: tx,
+            pending,
             alive,
         })
     }
@@ -309,6 +383,7 @@ impl Peers {
             conn: tokio::sync::Mutex::new(None),
             resp_addrs: self.resp_addrs.clone(),
             connect_timeout: self.connect_timeout,
+            backoff: Mutex::default(),
         });
         map.insert(target, ch.clone());
         ch

@@ -81,7 +81,14 @@ pub enum PeerRequest {
     /// Leadership is being handed to the target.
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A client write that reached a follower, for the leader to propose.
-    Forward(Op),
+    Forward {
+        /// The write.
+        op: Op,
+        /// Wall-clock ms after which the follower has given up on it (and
+        /// told its client `-TIMEOUT`): a request that sat in a stalled
+        /// connection until then is dropped unproposed, not applied late.
+        deadline_ms: u64,
+    },
     /// A follower asks the leader for a read index.
     ReadIndex,
 }

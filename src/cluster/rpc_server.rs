@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::core::Core;
+use super::core::{now_ms, Core};
 use super::rpc::{codec, Envelope, PeerRequest, PeerResponse, RemoteError};
 
 /// Serves peer connections on `listener` until the task is dropped; then
@@ -98,7 +98,14 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                 };
                 let _ = tx.send(Envelope { id, body });
             }
-            PeerRequest::Forward(op) => {
+            PeerRequest::Forward { op, deadline_ms } => {
+                if now_ms() > deadline_ms {
+                    let body = PeerResponse::Error(RemoteError::Unavailable(
+                        "forwarded write arrived after its deadline; not proposed".into(),
+                    ));
+                    let _ = tx.send(Envelope { id, body });
+                    continue;
+                }
                 // Proposed here, in arrival order, so that one client's
                 // pipelined writes through a follower keep their order;
                 // only the wait for the outcome runs concurrently.
@@ -198,9 +205,9 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
         },
         PeerRequest::SnapshotChunk { .. }
         | PeerRequest::InstallSnapshot { .. }
-        | PeerRequest::Forward(_) => PeerResponse::Error(RemoteError::Unavailable(
-            "snapshot message out of place".into(),
-        )),
+        | PeerRequest::Forward { .. } => {
+            PeerResponse::Error(RemoteError::Unavailable("message out of place".into()))
+        }
     }
 }
 
@@ -214,8 +221,10 @@ async fn write_chunk(
     let err =
         |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
     if offset == 0 {
-        // A fresh start (the sender may be retrying): discard any earlier attempt.
-        if let Some(old) = incoming.remove(&transfer_id) {
+        // A fresh start: the sender retried or moved on to a newer
+        // snapshot, so every earlier transfer on this connection is
+        // abandoned (a leader sends one snapshot at a time).
+        for (_, old) in incoming.drain() {
             drop(old.file);
             let _ = tokio::fs::remove_file(&old.path).await;
         }

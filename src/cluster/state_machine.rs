@@ -47,6 +47,10 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     /// Disambiguates snapshots built at the same log position.
     builds: Arc<AtomicU64>,
+    /// Serializes what changes or reads the set of snapshot files: openraft
+    /// builds snapshots in a task of their own, concurrently with installs
+    /// and with serving the current snapshot to others.
+    files: Arc<std::sync::Mutex<()>>,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -77,6 +81,7 @@ impl StateMachine {
             store,
             snapshot_dir,
             builds: Arc::default(),
+            files: Arc::default(),
         })
     }
 
@@ -107,14 +112,37 @@ impl StateMachine {
         Ok(files)
     }
 
-    /// Makes `path` the current snapshot and removes older ones.
-    fn keep_only(&self, path: &Path) -> io::Result<()> {
+    /// Makes `path` the current snapshot: renames it into place, makes the
+    /// rename durable, and removes every other snapshot (all older: callers
+    /// hold the file lock and never keep a snapshot behind the newest).
+    fn commit_file(&self, tmp: &Path, path: &Path) -> io::Result<()> {
+        fs::rename(tmp, path)?;
+        fs::File::open(&self.snapshot_dir)?.sync_all()?;
         for old in self.snapshot_files()? {
             if old != path {
                 let _ = fs::remove_file(old);
             }
         }
         Ok(())
+    }
+
+    /// The newest snapshot file and its metadata, opened (so it stays
+    /// readable even if a newer one replaces it afterwards). Callers hold
+    /// the file lock.
+    fn newest(&self) -> io::Result<Option<(SnapshotMeta, fs::File)>> {
+        let Some(path) = self.snapshot_files()?.pop() else {
+            return Ok(None);
+        };
+        let mut file = fs::File::open(&path)?;
+        let (meta, _) = read_trailer(&mut file)?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok(Some((meta, file)))
+    }
+
+    fn lock_files(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `snap-<index>-<term>-<tag>`, zero-padded so that name order is log order.
@@ -125,7 +153,11 @@ impl StateMachine {
         }
     }
 
-    fn build_blocking(&self) -> io::Result<(SnapshotMeta, PathBuf)> {
+    /// Builds a snapshot of the applied state. The export (the long part)
+    /// runs without the file lock; if a newer snapshot was installed
+    /// meanwhile, that one stays current and is returned instead, so a
+    /// slow build never replaces a snapshot the log was purged behind.
+    fn build_blocking(&self) -> io::Result<(SnapshotMeta, fs::File)> {
         let seq = self.builds.fetch_add(1, Ordering::Relaxed);
         let tmp = self.snapshot_dir.join(format!("build-{seq}.tmp"));
         let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
@@ -156,12 +188,20 @@ impl StateMachine {
         let path = self
             .snapshot_dir
             .join(Self::file_name(&meta, &format!("b{seq}")));
-        fs::rename(&tmp, &path)?;
-        self.keep_only(&path)?;
-        Ok((meta, path))
+        let _files = self.lock_files();
+        if let Some((newer, file)) = self.newest()? {
+            let index = |m: &SnapshotMeta| m.last_log_id.as_ref().map(|l| l.index);
+            if index(&newer) > index(&meta) {
+                let _ = fs::remove_file(&tmp);
+                return Ok((newer, file));
+            }
+        }
+        self.commit_file(&tmp, &path)?;
+        Ok((meta, fs::File::open(&path)?))
     }
 
     fn install_blocking(&self, meta: &SnapshotMeta, mut file: fs::File) -> io::Result<()> {
+        let _files = self.lock_files();
         let (file_meta, data_len) = read_trailer(&mut file)?;
         if file_meta.last_log_id != meta.last_log_id {
             return Err(invalid("snapshot file does not match its metadata"));
@@ -189,17 +229,12 @@ impl StateMachine {
         let path = self
             .snapshot_dir
             .join(Self::file_name(meta, &format!("i{seq}")));
-        fs::rename(&tmp, &path)?;
-        self.keep_only(&path)
+        self.commit_file(&tmp, &path)
     }
 
-    fn current_blocking(&self) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
-        let Some(path) = self.snapshot_files()?.pop() else {
-            return Ok(None);
-        };
-        let mut file = fs::File::open(&path)?;
-        let (meta, _) = read_trailer(&mut file)?;
-        Ok(Some((meta, path)))
+    fn current_blocking(&self) -> io::Result<Option<(SnapshotMeta, fs::File)>> {
+        let _files = self.lock_files();
+        self.newest()
     }
 }
 
@@ -256,12 +291,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let sm = self.clone();
-        let (meta, path) = blocking(move || sm.build_blocking()).await?;
+        let (meta, file) = blocking(move || sm.build_blocking()).await?;
         tracing::info!(snapshot = %meta, "snapshot built");
-        let file = tokio::fs::File::open(path).await?;
         Ok(Snapshot {
             meta,
-            snapshot: file,
+            snapshot: tokio::fs::File::from_std(file),
         })
     }
 }
@@ -333,13 +367,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         let sm = self.clone();
-        let Some((meta, path)) = blocking(move || sm.current_blocking()).await? else {
+        let Some((meta, file)) = blocking(move || sm.current_blocking()).await? else {
             return Ok(None);
         };
-        let file = tokio::fs::File::open(path).await?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: file,
+            snapshot: tokio::fs::File::from_std(file),
         }))
     }
 }

@@ -242,9 +242,9 @@ async fn submit_writes(
         let reply = match slot {
             Some(ready) => ready,
             None => {
-                let reply = results.next().unwrap_or_else(|| {
-                    Reply::error("ERR internal error: missing write result")
-                });
+                let reply = results
+                    .next()
+                    .unwrap_or_else(|| Reply::error("ERR internal error: missing write result"));
                 if let Some(name) = names.next() {
                     record(session, name, started, &reply);
                 }

@@ -208,7 +208,9 @@ impl<'s> ApplyBatch<'s> {
                 let mut results = Vec::with_capacity(ops.len());
                 for op in ops {
                     results.push(match op {
-                        Op::Batch(_) => OpResult::Error(std::borrow::Cow::Borrowed("ERR nested batch")),
+                        Op::Batch(_) => {
+                            OpResult::Error(std::borrow::Cow::Borrowed("ERR nested batch"))
+                        }
                         op => self.apply(op, now_ms)?,
                     });
                 }
@@ -304,6 +306,11 @@ impl<'s> ApplyBatch<'s> {
         }
         batch.commit()?;
 
+        if switched || !abandoned.is_empty() {
+            // A generation is about to be deleted, which bypasses the
+            // journal: the pointer away from it must be durable first.
+            store.db.persist(fjall::PersistMode::SyncAll)?;
+        }
         if switched {
             store.switch_to(Arc::unwrap_or_clone(generation), count);
         } else {
@@ -769,9 +776,18 @@ mod tests {
         let store = open_store(dir.path());
         let batch = Op::Batch(vec![
             set_op("k", "1"),
-            Op::IncrBy { key: b("k"), delta: 5 },
-            Op::Append { key: b("k"), value: b("x") },
-            Op::IncrBy { key: b("k"), delta: 1 },
+            Op::IncrBy {
+                key: b("k"),
+                delta: 5,
+            },
+            Op::Append {
+                key: b("k"),
+                value: b("x"),
+            },
+            Op::IncrBy {
+                key: b("k"),
+                delta: 1,
+            },
             Op::Batch(vec![set_op("k", "nested")]),
         ]);
         let results = one(&store, batch, NOW);
@@ -781,7 +797,9 @@ mod tests {
                 OpResult::Ok,
                 OpResult::Integer(6),
                 OpResult::Integer(2),
-                OpResult::Error(std::borrow::Cow::Borrowed("ERR value is not an integer or out of range")),
+                OpResult::Error(std::borrow::Cow::Borrowed(
+                    "ERR value is not an integer or out of range"
+                )),
                 OpResult::Error(std::borrow::Cow::Borrowed("ERR nested batch")),
             ])
         );

@@ -126,8 +126,11 @@ impl Store {
             self.drop_generation(&generation);
             return Err(error.into());
         }
-        self.switch_to(generation, count);
+        // The pointer must be durable before the old generation goes:
+        // deleting a keyspace bypasses the journal, so after a power loss a
+        // pointer still naming it would find it gone.
         self.db.persist(fjall::PersistMode::SyncAll)?;
+        self.switch_to(generation, count);
         Ok(())
     }
 
