@@ -168,11 +168,17 @@ fn leader_sigkill_during_writes_loses_no_acknowledged_write() {
     for id in cluster.running() {
         assert_all_readable(&cluster, id, &report.acked);
     }
+    // The old leader may hold entries it appended but never committed; back
+    // as a follower, it must replace them with the new leader's log.
+    cluster.restart(old_leader);
+    cluster.wait_for_leader();
+    assert_all_readable(&cluster, old_leader, &report.acked);
     // Only "not applied" and "outcome unknown" errors are honest answers
-    // to a write during a failover.
+    // to a write during a failover; the node written through stayed up, so
+    // it must not have dropped the connection or left a request unanswered.
     for kind in report.failures.keys() {
         assert!(
-            ["CLUSTERDOWN", "TIMEOUT", "connection", "connect"].contains(&kind.as_str()),
+            ["CLUSTERDOWN", "TIMEOUT"].contains(&kind.as_str()),
             "unexpected error kind {kind} during failover: {:?}",
             report.failures
         );

@@ -4,6 +4,7 @@
 //! read index).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,8 @@ pub struct Core {
     pub snapshot_dir: PathBuf,
     /// How long a client request may wait for a leader and a commit.
     pub request_timeout: Duration,
+    /// The highest leader stamp applied here (see `StateMachine::applied_clock`).
+    pub applied_clock: Arc<AtomicU64>,
 }
 
 /// Milliseconds since the Unix epoch by this node's clock.
@@ -40,6 +43,14 @@ pub fn now_ms() -> u64 {
 }
 
 impl Core {
+    /// This node's clock, but never behind the highest stamp applied here:
+    /// the time used for new stamps and to hide expired keys on reads, so
+    /// that a key seen expired is never seen alive again on this node.
+    #[must_use]
+    pub fn clock_ms(&self) -> u64 {
+        now_ms().max(self.applied_clock.load(Ordering::Acquire))
+    }
+
     /// The leader this node currently knows of.
     #[must_use]
     pub fn current_leader(&self) -> Option<u64> {
@@ -72,8 +83,10 @@ impl Core {
         impl std::future::Future<Output = Result<OpResult, RemoteError>> + Send + 'static,
         RemoteError,
     > {
+        // Never stamp behind what was applied: a new leader whose clock is
+        // behind the old one's must not make time run backwards for TTLs.
         let stamped = StampedOp {
-            now_ms: now_ms(),
+            now_ms: self.clock_ms(),
             op,
         };
         let (responder, outcome) = ProgressResponder::complete_only();

@@ -64,7 +64,7 @@ use tokio::task::JoinHandle;
 pub use op::{Op, OpResult};
 pub use types::{Member, StampedOp, TypeConfig};
 
-use self::core::{now_ms, Core};
+use self::core::Core;
 use self::log_store::LogStore;
 use self::network::{NetworkFactory, Peers, SelfInfo};
 use self::state_machine::StateMachine;
@@ -218,6 +218,7 @@ impl Cluster {
         let snapshot_dir = opts.data_dir.join("snapshots");
         let state_machine = StateMachine::open(store.clone(), snapshot_dir.clone())
             .map_err(ClusterError::startup("opening the snapshot directory"))?;
+        let applied_clock = state_machine.applied_clock();
 
         let raft_config = openraft::Config {
             cluster_name: "raftis".into(),
@@ -263,6 +264,7 @@ impl Cluster {
             peers,
             snapshot_dir,
             request_timeout: opts.request_timeout,
+            applied_clock,
         });
         let mut tasks = vec![tokio::spawn(rpc_server::serve(peer_listener, core.clone()))];
 
@@ -306,6 +308,14 @@ impl Cluster {
                 .collect(),
             snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
         }
+    }
+
+    /// The time reads use to hide expired keys: this node's clock, never
+    /// behind the highest leader stamp applied here (clocks differ between
+    /// nodes and may step back; a key once seen expired stays expired).
+    #[must_use]
+    pub fn read_clock_ms(&self) -> u64 {
+        self.core.clock_ms()
     }
 
     /// The RESP address `node_id` announced, if known.
@@ -396,7 +406,7 @@ async fn run_active_expiry(core: Arc<Core>, store: Arc<Store>) {
             continue;
         }
         loop {
-            let keys = match store.expired_keys(now_ms(), EXPIRY_BATCH) {
+            let keys = match store.expired_keys(core.clock_ms(), EXPIRY_BATCH) {
                 Ok(keys) => keys,
                 Err(e) => {
                     tracing::warn!(error = %e, "scanning for expired keys");

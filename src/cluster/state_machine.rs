@@ -51,6 +51,8 @@ pub struct StateMachine {
     /// builds snapshots in a task of their own, concurrently with installs
     /// and with serving the current snapshot to others.
     files: Arc<std::sync::Mutex<()>>,
+    /// See [`StateMachine::applied_clock`].
+    clock: Arc<AtomicU64>,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -82,7 +84,16 @@ impl StateMachine {
             snapshot_dir,
             builds: Arc::default(),
             files: Arc::default(),
+            clock: Arc::default(),
         })
+    }
+
+    /// The highest leader clock stamp applied so far (ms since the Unix
+    /// epoch), shared with the node so that expiry on reads and new stamps
+    /// never go behind what was already applied.
+    #[must_use]
+    pub fn applied_clock(&self) -> Arc<AtomicU64> {
+        self.clock.clone()
     }
 
     fn applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -316,10 +327,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut answers = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
+        let mut clock = 0;
         while let Some((entry, responder)) = entries.try_next().await? {
             let result = match &entry.payload {
                 EntryPayload::Blank => OpResult::Ok,
                 EntryPayload::Normal(stamped) => {
+                    clock = clock.max(stamped.now_ms);
                     batch.apply(&stamped.op, stamped.now_ms).map_err(other)?
                 }
                 EntryPayload::Membership(m) => {
@@ -342,6 +355,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put_meta(KEY_MEMBERSHIP, postcard::to_allocvec(m).map_err(other)?);
         }
         batch.commit().map_err(other)?;
+        self.clock.fetch_max(clock, Ordering::AcqRel);
         for (responder, result) in answers {
             responder.send(result);
         }
@@ -388,6 +402,8 @@ mod tests {
     use bytes::Bytes;
     use openraft::storage::{EntryResponder, RaftStateMachine};
     use openraft::{EntryPayload, RaftSnapshotBuilder};
+
+    use std::sync::atomic::Ordering;
 
     use super::StateMachine;
     use crate::cluster::log_store::LogStore;
@@ -468,6 +484,8 @@ mod tests {
         let (mut sm_a, _) = open_sm(a.path());
         let (mut sm_b, store_b) = open_sm(b.path());
         apply_ops(&mut sm_a, vec![set("k1", "v1"), set("k2", "v2")]).await;
+        // The leader's stamp is the floor of this node's clock from now on.
+        assert_eq!(sm_a.applied_clock().load(Ordering::Acquire), 1_000);
         let snapshot = sm_a.build_snapshot().await.unwrap();
         assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(2));
 

@@ -190,7 +190,7 @@ async fn run_local(
                 Ok(()) => {
                     // A READONLY pass is no barrier for a later READWRITE read.
                     *barrier_done = !session.readonly;
-                    read(&node.store, &mut args, now_ms())
+                    read(&node.store, &mut args, node.cluster.read_clock_ms())
                 }
                 Err(reply) => reply,
             }
