@@ -172,6 +172,9 @@ pub struct RaftStatus {
     pub members: Vec<(u64, String)>,
     /// Index of the last snapshot, 0 if none.
     pub snapshot_index: u64,
+    /// Highest log index purged from this node's log, 0 if none: a node
+    /// lagging behind it can only catch up through a snapshot.
+    pub purged_index: u64,
 }
 
 /// This node's handle on the Raft group.
@@ -307,6 +310,7 @@ impl Cluster {
                 .map(|(id, n)| (*id, n.peer_addr.clone()))
                 .collect(),
             snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
+            purged_index: m.purged.as_ref().map_or(0, |l| l.index),
         }
     }
 

@@ -1050,6 +1050,8 @@ struct RaftView {
     commit_index: u64,
     last_applied: u64,
     last_log_index: u64,
+    snapshot_index: u64,
+    purged_index: u64,
     voters: Vec<u64>,
     learners: Vec<u64>,
     /// Id and peer address.
@@ -1079,6 +1081,8 @@ fn raft_view(node: &Node) -> Option<RaftView> {
         commit_index: s.commit_index,
         last_applied: s.last_applied,
         last_log_index: s.last_log_index,
+        snapshot_index: s.snapshot_index,
+        purged_index: s.purged_index,
         voters: s.voters,
         learners: s.learners,
         members: s.members,
@@ -1369,6 +1373,8 @@ fn info_raft(out: &mut String, raft: Option<&RaftView>) {
     field!(out, "commit_index", r.commit_index);
     field!(out, "last_applied", r.last_applied);
     field!(out, "last_log_index", r.last_log_index);
+    field!(out, "snapshot_index", r.snapshot_index);
+    field!(out, "purged_index", r.purged_index);
     field!(out, "voters", join_ids(&r.voters));
     field!(out, "learners", join_ids(&r.learners));
     field!(
