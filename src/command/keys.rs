@@ -23,60 +23,42 @@ const RF: Flags = Flags::READONLY.with(Flags::FAST);
 const W: Flags = Flags::WRITE;
 const WF: Flags = Flags::WRITE.with(Flags::FAST);
 
-const fn spec(
-    name: &'static str,
-    arity: i32,
-    flags: Flags,
-    keys: (i32, i32, i32),
-    handler: Handler,
-) -> CommandSpec {
-    CommandSpec {
-        name,
-        arity,
-        flags,
-        first_key: keys.0,
-        last_key: keys.1,
-        step: keys.2,
-        handler,
-    }
-}
-
 /// The keys family's commands, with Redis 7's arity, flags and key
 /// positions.
 pub const COMMANDS: &[CommandSpec] = &[
-    spec("del", -2, W, (1, -1, 1), Handler::Write(parse_del)),
-    spec("unlink", -2, WF, (1, -1, 1), Handler::Write(parse_del)),
-    spec("exists", -2, RF, (1, -1, 1), Handler::Read(exists)),
-    spec("type", 2, RF, (1, 1, 1), Handler::Read(key_type)),
-    spec("rename", 3, W, (1, 2, 1), Handler::Write(parse_rename)),
-    spec("renamenx", 3, WF, (1, 2, 1), Handler::Write(parse_renamenx)),
-    spec("expire", -3, WF, (1, 1, 1), Handler::Write(parse_expire)),
-    spec("pexpire", -3, WF, (1, 1, 1), Handler::Write(parse_pexpire)),
-    spec(
+    CommandSpec::new("del", -2, W, (1, -1, 1), Handler::Write(parse_del)),
+    CommandSpec::new("unlink", -2, WF, (1, -1, 1), Handler::Write(parse_del)),
+    CommandSpec::new("exists", -2, RF, (1, -1, 1), Handler::Read(exists)),
+    CommandSpec::new("type", 2, RF, (1, 1, 1), Handler::Read(key_type)),
+    CommandSpec::new("rename", 3, W, (1, 2, 1), Handler::Write(parse_rename)),
+    CommandSpec::new("renamenx", 3, WF, (1, 2, 1), Handler::Write(parse_renamenx)),
+    CommandSpec::new("expire", -3, WF, (1, 1, 1), Handler::Write(parse_expire)),
+    CommandSpec::new("pexpire", -3, WF, (1, 1, 1), Handler::Write(parse_pexpire)),
+    CommandSpec::new(
         "expireat",
         -3,
         WF,
         (1, 1, 1),
         Handler::Write(parse_expireat),
     ),
-    spec(
+    CommandSpec::new(
         "pexpireat",
         -3,
         WF,
         (1, 1, 1),
         Handler::Write(parse_pexpireat),
     ),
-    spec("ttl", 2, RF, (1, 1, 1), Handler::Read(ttl)),
-    spec("pttl", 2, RF, (1, 1, 1), Handler::Read(pttl)),
-    spec("expiretime", 2, RF, (1, 1, 1), Handler::Read(expiretime)),
-    spec("pexpiretime", 2, RF, (1, 1, 1), Handler::Read(pexpiretime)),
-    spec("persist", 2, WF, (1, 1, 1), Handler::Write(parse_persist)),
-    spec("keys", 2, R, (0, 0, 0), Handler::Read(keys)),
-    spec("scan", -2, R, (0, 0, 0), Handler::Read(scan)),
-    spec("randomkey", 1, R, (0, 0, 0), Handler::Read(randomkey)),
-    spec("flushdb", -1, W, (0, 0, 0), Handler::Write(parse_flush)),
-    spec("flushall", -1, W, (0, 0, 0), Handler::Write(parse_flush)),
-    spec("dbsize", 1, RF, (0, 0, 0), Handler::Read(dbsize)),
+    CommandSpec::new("ttl", 2, RF, (1, 1, 1), Handler::Read(ttl)),
+    CommandSpec::new("pttl", 2, RF, (1, 1, 1), Handler::Read(pttl)),
+    CommandSpec::new("expiretime", 2, RF, (1, 1, 1), Handler::Read(expiretime)),
+    CommandSpec::new("pexpiretime", 2, RF, (1, 1, 1), Handler::Read(pexpiretime)),
+    CommandSpec::new("persist", 2, WF, (1, 1, 1), Handler::Write(parse_persist)),
+    CommandSpec::new("keys", 2, R, (0, 0, 0), Handler::Read(keys)),
+    CommandSpec::new("scan", -2, R, (0, 0, 0), Handler::Read(scan)),
+    CommandSpec::new("randomkey", 1, R, (0, 0, 0), Handler::Read(randomkey)),
+    CommandSpec::new("flushdb", -1, W, (0, 0, 0), Handler::Write(parse_flush)),
+    CommandSpec::new("flushall", -1, W, (0, 0, 0), Handler::Write(parse_flush)),
+    CommandSpec::new("dbsize", 1, RF, (0, 0, 0), Handler::Read(dbsize)),
 ];
 
 /// SCAN's COUNT when none is given (Redis's default).

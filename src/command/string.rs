@@ -23,54 +23,36 @@ const WF: Flags = Flags::WRITE.with(Flags::FAST);
 const WD: Flags = Flags::WRITE.with(Flags::DENYOOM);
 const WDF: Flags = Flags::WRITE.with(Flags::DENYOOM).with(Flags::FAST);
 
-const fn spec(
-    name: &'static str,
-    arity: i32,
-    flags: Flags,
-    keys: (i32, i32, i32),
-    handler: Handler,
-) -> CommandSpec {
-    CommandSpec {
-        name,
-        arity,
-        flags,
-        first_key: keys.0,
-        last_key: keys.1,
-        step: keys.2,
-        handler,
-    }
-}
-
 /// The string family's commands, with Redis 7's arity, flags and key
 /// positions.
 pub const COMMANDS: &[CommandSpec] = &[
-    spec("get", 2, RF, (1, 1, 1), Handler::Read(get)),
-    spec("set", -3, WD, (1, 1, 1), Handler::Write(parse_set)),
-    spec("setnx", 3, WDF, (1, 1, 1), Handler::Write(parse_setnx)),
-    spec("setex", 4, WD, (1, 1, 1), Handler::Write(parse_setex)),
-    spec("psetex", 4, WD, (1, 1, 1), Handler::Write(parse_psetex)),
-    spec("getset", 3, WDF, (1, 1, 1), Handler::Write(parse_getset)),
-    spec("getdel", 2, WF, (1, 1, 1), Handler::Write(parse_getdel)),
-    spec("getex", -2, WF, (1, 1, 1), Handler::Write(parse_getex)),
-    spec("mget", -2, RF, (1, -1, 1), Handler::Read(mget)),
-    spec("mset", -3, WD, (1, -1, 2), Handler::Write(parse_mset)),
-    spec("msetnx", -3, WD, (1, -1, 2), Handler::Write(parse_msetnx)),
-    spec("incr", 2, WDF, (1, 1, 1), Handler::Write(parse_incr)),
-    spec("decr", 2, WDF, (1, 1, 1), Handler::Write(parse_decr)),
-    spec("incrby", 3, WDF, (1, 1, 1), Handler::Write(parse_incrby)),
-    spec("decrby", 3, WDF, (1, 1, 1), Handler::Write(parse_decrby)),
-    spec(
+    CommandSpec::new("get", 2, RF, (1, 1, 1), Handler::Read(get)),
+    CommandSpec::new("set", -3, WD, (1, 1, 1), Handler::Write(parse_set)),
+    CommandSpec::new("setnx", 3, WDF, (1, 1, 1), Handler::Write(parse_setnx)),
+    CommandSpec::new("setex", 4, WD, (1, 1, 1), Handler::Write(parse_setex)),
+    CommandSpec::new("psetex", 4, WD, (1, 1, 1), Handler::Write(parse_psetex)),
+    CommandSpec::new("getset", 3, WDF, (1, 1, 1), Handler::Write(parse_getset)),
+    CommandSpec::new("getdel", 2, WF, (1, 1, 1), Handler::Write(parse_getdel)),
+    CommandSpec::new("getex", -2, WF, (1, 1, 1), Handler::Write(parse_getex)),
+    CommandSpec::new("mget", -2, RF, (1, -1, 1), Handler::Read(mget)),
+    CommandSpec::new("mset", -3, WD, (1, -1, 2), Handler::Write(parse_mset)),
+    CommandSpec::new("msetnx", -3, WD, (1, -1, 2), Handler::Write(parse_msetnx)),
+    CommandSpec::new("incr", 2, WDF, (1, 1, 1), Handler::Write(parse_incr)),
+    CommandSpec::new("decr", 2, WDF, (1, 1, 1), Handler::Write(parse_decr)),
+    CommandSpec::new("incrby", 3, WDF, (1, 1, 1), Handler::Write(parse_incrby)),
+    CommandSpec::new("decrby", 3, WDF, (1, 1, 1), Handler::Write(parse_decrby)),
+    CommandSpec::new(
         "incrbyfloat",
         3,
         WDF,
         (1, 1, 1),
         Handler::Write(parse_incrbyfloat),
     ),
-    spec("append", 3, WDF, (1, 1, 1), Handler::Write(parse_append)),
-    spec("strlen", 2, RF, (1, 1, 1), Handler::Read(strlen)),
-    spec("getrange", 4, R, (1, 1, 1), Handler::Read(getrange)),
-    spec("substr", 4, R, (1, 1, 1), Handler::Read(getrange)),
-    spec("setrange", 4, WD, (1, 1, 1), Handler::Write(parse_setrange)),
+    CommandSpec::new("append", 3, WDF, (1, 1, 1), Handler::Write(parse_append)),
+    CommandSpec::new("strlen", 2, RF, (1, 1, 1), Handler::Read(strlen)),
+    CommandSpec::new("getrange", 4, R, (1, 1, 1), Handler::Read(getrange)),
+    CommandSpec::new("substr", 4, R, (1, 1, 1), Handler::Read(getrange)),
+    CommandSpec::new("setrange", 4, WD, (1, 1, 1), Handler::Write(parse_setrange)),
 ];
 
 /// `WRONGTYPE Operation against a key holding the wrong kind of value`.

@@ -77,16 +77,30 @@ pub struct CommandSpec {
 }
 
 impl CommandSpec {
+    /// A table entry; `keys` is (first, last, step) as in [`CommandSpec`].
+    #[must_use]
+    pub const fn new(
+        name: &'static str,
+        arity: i32,
+        flags: Flags,
+        keys: (i32, i32, i32),
+        handler: Handler,
+    ) -> CommandSpec {
+        CommandSpec {
+            name,
+            arity,
+            flags,
+            first_key: keys.0,
+            last_key: keys.1,
+            step: keys.2,
+            handler,
+        }
+    }
+
     /// True when `argc` (name included) satisfies the arity.
     #[must_use]
     pub fn arity_ok(&self, argc: usize) -> bool {
-        let argc = i64::try_from(argc).unwrap_or(i64::MAX);
-        let arity = i64::from(self.arity);
-        if arity >= 0 {
-            argc == arity
-        } else {
-            argc >= -arity
-        }
+        arity_matches(self.arity, argc)
     }
 }
 
@@ -142,13 +156,7 @@ impl SubcommandSpec {
     /// True when `argc` (both names included) satisfies the arity.
     #[must_use]
     pub fn arity_ok(&self, argc: usize) -> bool {
-        let argc = i64::try_from(argc).unwrap_or(i64::MAX);
-        let arity = i64::from(self.arity);
-        if arity >= 0 {
-            argc == arity
-        } else {
-            argc >= -arity
-        }
+        arity_matches(self.arity, argc)
     }
 
     /// Finds a subcommand by case-insensitive name.
@@ -177,4 +185,16 @@ pub fn command_names() -> impl Iterator<Item = &'static str> {
             .iter()
             .flat_map(|(_, subs)| subs.iter().map(|s| s.full_name)),
     )
+}
+
+/// Redis's arity rule: a positive arity is the exact argument count (names
+/// included), a negative one the minimum.
+fn arity_matches(arity: i32, argc: usize) -> bool {
+    let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+    let arity = i64::from(arity);
+    if arity >= 0 {
+        argc == arity
+    } else {
+        argc >= -arity
+    }
 }
