@@ -32,6 +32,8 @@ pub struct Core {
     pub request_timeout: Duration,
     /// The highest leader stamp applied here (see `StateMachine::applied_clock`).
     pub applied_clock: Arc<AtomicU64>,
+    /// Follower read-index rounds.
+    pub read_batch: super::read::ReadIndexBatch,
 }
 
 /// Milliseconds since the Unix epoch by this node's clock.

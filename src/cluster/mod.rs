@@ -268,6 +268,7 @@ impl Cluster {
             snapshot_dir,
             request_timeout: opts.request_timeout,
             applied_clock,
+            read_batch: read::ReadIndexBatch::default(),
         });
         let mut tasks = vec![tokio::spawn(rpc_server::serve(peer_listener, core.clone()))];
 

@@ -9,8 +9,92 @@
 
 use std::time::Instant;
 
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+
+use super::core::Core;
 use super::rpc::{PeerRequest, PeerResponse};
 use super::{Cluster, ClusterError};
+
+/// Coalesces a follower's concurrent read-index requests into rounds: one
+/// request to the leader serves every read that was waiting when the
+/// round's request was sent, and reads that arrive during a round join the
+/// next one (they began after the request left, so its index might be too
+/// old for them). Under load this is one round trip per round instead of
+/// one per read.
+#[derive(Debug, Default)]
+pub struct ReadIndexBatch {
+    state: Mutex<BatchState>,
+}
+
+#[derive(Debug, Default)]
+struct BatchState {
+    running: bool,
+    waiting: Vec<oneshot::Sender<Result<u64, String>>>,
+}
+
+impl ReadIndexBatch {
+    /// Joins the next round; the answer is the leader's read index or why
+    /// there is none.
+    fn join(core: &Arc<Core>) -> oneshot::Receiver<Result<u64, String>> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut state = core
+                .read_batch
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            state.waiting.push(tx);
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start {
+            // A task of its own, so that a reader that gives up (its client
+            // went away) does not strand the others.
+            tokio::spawn(run_rounds(core.clone()));
+        }
+        rx
+    }
+}
+
+async fn run_rounds(core: Arc<Core>) {
+    loop {
+        let waiting = {
+            let mut state = core
+                .read_batch
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if state.waiting.is_empty() {
+                state.running = false;
+                return;
+            }
+            std::mem::take(&mut state.waiting)
+        };
+        let result = leader_read_index(&core).await;
+        for waiter in waiting {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+async fn leader_read_index(core: &Core) -> Result<u64, String> {
+    let leader = core.current_leader().ok_or("no leader")?;
+    if leader == core.id {
+        return core.read_index_local().await.map_err(|e| e.to_string());
+    }
+    let channel = core
+        .channel_to(leader)
+        .ok_or_else(|| format!("leader {leader} is not in the membership"))?;
+    match channel
+        .call(PeerRequest::ReadIndex, core.request_timeout)
+        .await
+    {
+        Ok(PeerResponse::ReadIndex(index)) => Ok(index),
+        Ok(_) => Err("unexpected reply to a read-index request".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 impl Cluster {
     /// Waits until a read of local applied state is linearizable (or at once
@@ -39,17 +123,20 @@ impl Cluster {
                         None
                     }
                 },
-                Some(leader) => match core.channel_to(leader) {
-                    None => None,
-                    Some(channel) => match channel.call(PeerRequest::ReadIndex, remaining).await {
-                        Ok(PeerResponse::ReadIndex(index)) => Some(index),
-                        Ok(_) => None,
-                        Err(e) => {
-                            last_reason = e.to_string();
+                Some(_) => {
+                    match tokio::time::timeout(remaining, ReadIndexBatch::join(core)).await {
+                        Ok(Ok(Ok(index))) => Some(index),
+                        Ok(Ok(Err(why))) => {
+                            last_reason = why;
                             None
                         }
-                    },
-                },
+                        Ok(Err(_)) => None,
+                        Err(_) => {
+                            last_reason = "no read index from the leader in time".into();
+                            None
+                        }
+                    }
+                }
                 None => None,
             };
             if let Some(index) = index {
