@@ -161,7 +161,11 @@ impl Cluster {
             match leaders.first() {
                 Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) && running.contains(l) => {
                     found = *l;
+                    // A node may hear of the leader before it has the
+                    // membership: settle on both, so tests start from a
+                    // cluster every node knows.
                     self.status(*l).role == "leader"
+                        && running.iter().all(|id| !self.status(*id).voters.is_empty())
                 }
                 _ => false,
             }
