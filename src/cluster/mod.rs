@@ -251,7 +251,10 @@ impl Cluster {
         let raft = openraft::Raft::new(
             opts.id,
             Arc::new(raft_config),
-            NetworkFactory::new(peers.clone()),
+            NetworkFactory::new(
+                peers.clone(),
+                Duration::from_millis(opts.election_timeout_min_ms),
+            ),
             log_store,
             state_machine,
         )

@@ -413,13 +413,22 @@ impl Peers {
 #[derive(Clone)]
 pub struct NetworkFactory {
     peers: Arc<Peers>,
+    min_rpc_timeout: Duration,
 }
 
 impl NetworkFactory {
-    /// A factory handing out channels from `peers`.
+    /// A factory handing out channels from `peers`. Raft RPCs wait at least
+    /// `min_rpc_timeout` for an answer: openraft asks for one heartbeat
+    /// interval, and a link (or a follower's fsync) slower than that would
+    /// otherwise stall replication for good without ever causing an
+    /// election. The election timeout is the natural floor: an answer
+    /// slower than that is as good as none.
     #[must_use]
-    pub fn new(peers: Arc<Peers>) -> Self {
-        NetworkFactory { peers }
+    pub fn new(peers: Arc<Peers>, min_rpc_timeout: Duration) -> Self {
+        NetworkFactory {
+            peers,
+            min_rpc_timeout,
+        }
     }
 }
 
@@ -429,6 +438,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {
         RaftNetwork {
             channel: self.peers.channel(target, &node.peer_addr),
+            min_rpc_timeout: self.min_rpc_timeout,
         }
     }
 }
@@ -436,6 +446,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 /// openraft's view of one peer.
 pub struct RaftNetwork {
     channel: Arc<PeerChannel>,
+    min_rpc_timeout: Duration,
 }
 
 fn rpc_error(e: CallError) -> RPCError<TypeConfig> {
@@ -457,7 +468,9 @@ fn streaming_error(e: CallError) -> StreamingError<TypeConfig> {
 
 impl RaftNetwork {
     async fn call(&self, req: PeerRequest, option: &RPCOption) -> Result<PeerResponse, CallError> {
-        self.channel.call(req, option.hard_ttl()).await
+        self.channel
+            .call(req, option.hard_ttl().max(self.min_rpc_timeout))
+            .await
     }
 
     async fn send_snapshot(
