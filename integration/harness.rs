@@ -8,6 +8,10 @@
 //! `redis` crate here, `redis-cli` and others through [`crate::tools`]), find
 //! the leader from `INFO raft`, and inject process-level faults: SIGKILL one
 //! node or all of them, and restart a node on the same ports and data dir.
+//! A node can also be paused (SIGSTOP) and resumed (SIGCONT), and a cluster
+//! built with [`ClusterBuilder::proxied`] routes every peer connection
+//! through a fault-injecting proxy ([`crate::proxy`]), so that the network
+//! between any two nodes can be cut, blackholed, delayed and healed.
 //!
 //! Every process is killed when the cluster is dropped, which also happens
 //! while a failing test unwinds; the node logs are then printed so that the
@@ -27,6 +31,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::proxy::{LinkMode, Network};
 
 /// The binary under test, built by cargo for this test target.
 pub const RAFTIS: &str = env!("CARGO_BIN_EXE_raftis");
@@ -151,6 +157,8 @@ pub struct RaftInfo {
     pub term: u64,
     pub commit_index: u64,
     pub last_applied: u64,
+    /// The last log index purged behind a snapshot (0: none).
+    pub purged_index: u64,
 }
 
 impl RaftInfo {
@@ -178,6 +186,7 @@ impl RaftInfo {
             term: number("term")?,
             commit_index: number("commit_index")?,
             last_applied: number("last_applied")?,
+            purged_index: number("purged_index")?,
         })
     }
 }
@@ -191,6 +200,8 @@ struct NodeProcess {
     log_path: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Stopped with SIGSTOP and not yet continued.
+    paused: bool,
 }
 
 impl NodeProcess {
@@ -230,6 +241,24 @@ impl NodeProcess {
         self.child = Some(cmd.spawn().expect("spawn raftis"));
     }
 
+    /// Sends `signal` to the running process.
+    fn signal(&self, signal: libc::c_int) {
+        let child = self
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {} is not running", self.id));
+        // SAFETY: kill(2) with the pid of a child this process has not
+        // reaped yet, so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "signal {signal} to node {}: {}",
+            self.id,
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// SIGKILL, without waiting for the process to go.
     fn send_kill(&mut self) {
         if let Some(child) = &mut self.child {
@@ -244,6 +273,8 @@ impl NodeProcess {
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
         }
+        // SIGKILL ends a stopped process too.
+        self.paused = false;
     }
 
     /// The exit status, if the process has exited on its own.
@@ -275,6 +306,7 @@ enum StartFailure {
 pub struct ClusterBuilder {
     size: u64,
     env: Vec<(String, String)>,
+    proxied: bool,
 }
 
 impl ClusterBuilder {
@@ -282,6 +314,14 @@ impl ClusterBuilder {
     /// restart), after the harness's fast Raft timing, so it may override it.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Routes every peer connection through a fault-injecting proxy, for
+    /// [`ProcessCluster::partition`] and [`ProcessCluster::set_link`]: the
+    /// nodes are told the proxies' addresses instead of each other's.
+    pub fn proxied(mut self) -> Self {
+        self.proxied = true;
         self
     }
 
@@ -340,16 +380,26 @@ impl ClusterBuilder {
                     log_path: node_dir.join("raftis.log"),
                     child: None,
                     starts: 0,
+                    paused: false,
                 },
             );
         }
+        let network = self
+            .proxied
+            .then(|| Network::start(&nodes.iter().map(|(id, n)| (*id, n.addrs.peer)).collect()));
         let initial_cluster = nodes
             .values()
-            .map(|n| format!("{}={}", n.id, n.addrs.peer))
+            .map(|n| {
+                let advertised = network
+                    .as_ref()
+                    .map_or(n.addrs.peer, |net| net.advertised(n.id));
+                format!("{}={advertised}", n.id)
+            })
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = ProcessCluster {
             nodes,
+            network,
             initial_cluster,
             env: self.env.clone(),
             dir: Some(dir),
@@ -364,6 +414,9 @@ impl ClusterBuilder {
 /// N `raftis` processes forming one cluster. Dropping it kills them all.
 pub struct ProcessCluster {
     nodes: BTreeMap<u64, NodeProcess>,
+    /// The peer proxies of a [`ClusterBuilder::proxied`] cluster. Dropped
+    /// after the nodes are killed (`Drop` runs before the fields).
+    network: Option<Network>,
     initial_cluster: String,
     env: Vec<(String, String)>,
     /// Data dirs and logs; `None` once kept for inspection.
@@ -382,6 +435,7 @@ impl ProcessCluster {
         ClusterBuilder {
             size,
             env: Vec::new(),
+            proxied: false,
         }
     }
 
@@ -407,6 +461,15 @@ impl ProcessCluster {
         self.nodes
             .values()
             .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The running nodes that are not paused: those that can answer.
+    pub fn responsive(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some() && !n.paused)
             .map(|n| n.id)
             .collect()
     }
@@ -456,15 +519,22 @@ impl ProcessCluster {
     }
 
     /// Waits until every running node names the same leader, and that node
-    /// runs and says it leads; returns its id.
+    /// runs and says it leads; returns its id. Paused nodes are left out
+    /// (they cannot answer).
     pub fn wait_for_leader(&self) -> u64 {
+        self.wait_for_leader_among(&self.responsive())
+    }
+
+    /// Waits until the nodes `among` all name the same leader, one of them,
+    /// which says it leads: the leader of a majority side of a partition,
+    /// while the minority may still believe in an old one.
+    pub fn wait_for_leader_among(&self, among: &[u64]) -> u64 {
         eventually(
-            "a leader all running nodes agree on",
+            &format!("a leader nodes {among:?} agree on"),
             ELECTION_TIMEOUT,
             || {
-                let running = self.running();
                 let mut leader = None;
-                for id in &running {
+                for id in among {
                     let info = self.raft_info(*id)?;
                     let Some(l) = info.leader_id else {
                         return Err(format!("node {id} knows no leader ({})", info.role));
@@ -475,8 +545,10 @@ impl ProcessCluster {
                     leader = Some(l);
                 }
                 let leader = leader.ok_or("no node is running")?;
-                if !running.contains(&leader) {
-                    return Err(format!("the leader named, {leader}, is not running"));
+                if !among.contains(&leader) {
+                    return Err(format!(
+                        "the leader named, {leader}, is not among {among:?}"
+                    ));
                 }
                 let role = self.raft_info(leader)?.role;
                 if role != "leader" {
@@ -539,6 +611,71 @@ impl ProcessCluster {
                 Err(StartFailure::Other(why)) => panic!("node {id} did not restart: {why}"),
             }
         }
+    }
+
+    /// Stops a node with SIGSTOP: it keeps its sockets and state but does
+    /// nothing, as a long GC pause or a frozen VM would. Its clients' and
+    /// peers' requests wait, unanswered.
+    pub fn pause(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        assert!(!node.paused, "node {id} is already paused");
+        node.signal(libc::SIGSTOP);
+        node.paused = true;
+    }
+
+    /// Continues a node stopped by [`ProcessCluster::pause`].
+    pub fn resume(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        assert!(node.paused, "node {id} is not paused");
+        node.signal(libc::SIGCONT);
+        node.paused = false;
+    }
+
+    /// Resumes every paused node.
+    pub fn resume_all(&mut self) {
+        let paused: Vec<u64> = self
+            .nodes
+            .values()
+            .filter(|n| n.paused)
+            .map(|n| n.id)
+            .collect();
+        for id in paused {
+            self.resume(id);
+        }
+    }
+
+    /// Whether peer traffic goes through proxies ([`ClusterBuilder::proxied`]).
+    pub fn is_proxied(&self) -> bool {
+        self.network.is_some()
+    }
+
+    fn network(&self) -> &Network {
+        self.network
+            .as_ref()
+            .expect("network faults need a cluster built with .proxied()")
+    }
+
+    /// Sets how the connections node `from` opens to node `to` behave
+    /// (`to`'s requests to `from` use the link `(to, from)`).
+    pub fn set_link(&self, from: u64, to: u64, mode: LinkMode) {
+        self.network().set(from, to, mode);
+    }
+
+    /// Cuts every link between the nodes of `a` and those of `b`, both
+    /// ways: connections are closed and new ones refused.
+    pub fn partition(&self, a: &[u64], b: &[u64]) {
+        self.partition_with(a, b, LinkMode::Drop);
+    }
+
+    /// Like [`ProcessCluster::partition`] with another fault, such as
+    /// [`LinkMode::Blackhole`].
+    pub fn partition_with(&self, a: &[u64], b: &[u64], mode: LinkMode) {
+        self.network().partition(a, b, mode);
+    }
+
+    /// Restores every link (held traffic is then delivered).
+    pub fn heal(&self) {
+        self.network().heal();
     }
 
     /// Restarts every node that is not running.
@@ -628,6 +765,8 @@ impl Drop for ProcessCluster {
     /// an abort, a fatal error) fails the test even if the test's own checks
     /// passed, since the survivors may have hidden it.
     fn drop(&mut self) {
+        // A stopped process would not be reported as exited below; SIGKILL
+        // in kill_all ends it either way.
         let crashed: Vec<String> = self
             .nodes
             .values_mut()

@@ -14,10 +14,15 @@
 //! Run with `cargo test --test integration`; set `INTEGRATION_KEEP_DIR=1` to
 //! keep a failed test's data dirs and whole node logs.
 
+mod checker;
 mod faults;
 mod harness;
+mod history;
+mod proxy;
 mod redis_benchmark;
 mod redis_cli;
 mod redis_py;
+mod scenarios;
 mod startup;
 mod tools;
+mod workload;
