@@ -32,7 +32,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use super::op::OpResult;
-use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::Store;
 
 const KEY_LAST_APPLIED: &[u8] = b"raft_last_applied";
@@ -291,6 +291,39 @@ fn read_trailer(file: &mut fs::File) -> io::Result<(SnapshotMeta, u64)> {
     Ok((meta, data_len))
 }
 
+/// Applies one run of committed entries as one atomic batch, with the last
+/// applied log id (and the membership, if it changed) inside it. Returns
+/// each entry's result and the highest leader stamp in the run.
+fn apply_run(store: &Store, run: &[Entry]) -> io::Result<(Vec<OpResult>, u64)> {
+    let mut batch = store.begin();
+    let mut results = Vec::with_capacity(run.len());
+    let mut membership = None;
+    let mut clock = 0;
+    for entry in run {
+        results.push(match &entry.payload {
+            EntryPayload::Blank => OpResult::Ok,
+            EntryPayload::Normal(stamped) => {
+                clock = clock.max(stamped.now_ms);
+                batch.apply(&stamped.op, stamped.now_ms).map_err(other)?
+            }
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                OpResult::Ok
+            }
+        });
+    }
+    let last_applied = run.last().map(|e| e.log_id);
+    batch.put_meta(
+        KEY_LAST_APPLIED,
+        postcard::to_allocvec(&last_applied).map_err(other)?,
+    );
+    if let Some(m) = &membership {
+        batch.put_meta(KEY_MEMBERSHIP, postcard::to_allocvec(m).map_err(other)?);
+    }
+    batch.commit().map_err(other)?;
+    Ok((results, clock))
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -323,41 +356,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        let mut batch = self.store.begin();
-        let mut answers = Vec::new();
-        let mut last_applied = None;
-        let mut membership = None;
-        let mut clock = 0;
+        // Collect the run first, then apply it on a blocking thread: fjall
+        // writes wait for its journal lock, which the log flusher holds
+        // during every fsync, and that must not stall a runtime thread.
+        let mut run = Vec::new();
+        let mut responders = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
-            let result = match &entry.payload {
-                EntryPayload::Blank => OpResult::Ok,
-                EntryPayload::Normal(stamped) => {
-                    clock = clock.max(stamped.now_ms);
-                    batch.apply(&stamped.op, stamped.now_ms).map_err(other)?
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                    OpResult::Ok
-                }
-            };
-            last_applied = Some(entry.log_id);
-            if let Some(responder) = responder {
-                answers.push((responder, result));
-            }
+            responders.push(responder);
+            run.push(entry);
         }
-        if last_applied.is_some() {
-            batch.put_meta(
-                KEY_LAST_APPLIED,
-                postcard::to_allocvec(&last_applied).map_err(other)?,
-            );
+        if run.is_empty() {
+            return Ok(());
         }
-        if let Some(m) = &membership {
-            batch.put_meta(KEY_MEMBERSHIP, postcard::to_allocvec(m).map_err(other)?);
-        }
-        batch.commit().map_err(other)?;
+        let store = self.store.clone();
+        let (results, clock) = blocking(move || apply_run(&store, &run)).await?;
         self.clock.fetch_max(clock, Ordering::AcqRel);
-        for (responder, result) in answers {
-            responder.send(result);
+        for (responder, result) in responders.into_iter().zip(results) {
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
         }
         Ok(())
     }
