@@ -277,7 +277,7 @@ async fn write_loop(
     pending: Pending,
     alive: Arc<AtomicBool>,
 ) {
-    while let Some(first) = rx.recv().await {
+    'connection: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         // Queue everything that is waiting, then flush once.
         while let Some((env, tx)) = next.take().or_else(|| rx.try_recv().ok()) {
@@ -297,7 +297,7 @@ async fn write_loop(
                 p.insert(env.id, tx);
             }
             if writer.feed(Bytes::from(frame)).await.is_err() {
-                break;
+                break 'connection;
             }
         }
         if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
