@@ -16,11 +16,19 @@
 //!   chunks, forwarded writes and read-index requests.
 //!
 //! On top of it, [`Cluster`] is the API the command layer uses:
-//! [`Cluster::write`] (propose on the leader or forward to it, `forward.rs`),
-//! [`Cluster::read_barrier`] (ReadIndex on the leader or asked of it,
-//! `read.rs`) and [`Cluster::status`]. The leader also runs active expiry: it
-//! finds keys whose TTL has passed and proposes their deletion, so replicas
-//! never delete on their own clocks.
+//! [`Cluster::write`] and [`Cluster::write_batch`] (propose on the leader or
+//! forward to it, `forward.rs`; a connection's consecutive pipelined writes
+//! travel as one `Op::Batch` entry so they keep their order and apply all or
+//! none), [`Cluster::read_barrier`] (ReadIndex on the leader; on a follower,
+//! concurrent reads share one read-index request to the leader per round,
+//! `read.rs`) and [`Cluster::status`].
+//!
+//! Time: the leader stamps each entry with its clock and apply computes
+//! expiry from the stamp, never from a local clock. The leader also runs
+//! active expiry: it finds keys whose TTL has passed and proposes their
+//! deletion. Stamps and the clock reads use to hide expired keys are floored
+//! at the highest stamp applied, so time never runs backwards on a node even
+//! when leaders' clocks disagree.
 //!
 //! Everything openraft-specific stays inside this module: the rest of the
 //! crate sees `Op`, `OpResult`, `ClusterError` and `RaftStatus`.
@@ -36,7 +44,12 @@
 //! - Installing a snapshot copies the received file once more into the
 //!   snapshot directory; a large state costs twice its size on disk briefly.
 //! - Membership is static (`initial_cluster`); joint-consensus changes come
-//!   with the operations work.
+//!   with the operations work. Nothing yet checks that every member was
+//!   given the same list, nor stops a node whose data dir was wiped from
+//!   initializing again (etcd's cluster id would).
+//! - Reads hide expired keys by this node's clock (floored as above): with
+//!   clocks far apart, a key may look expired on one node shortly before it
+//!   does on another, until the leader's deletion is applied everywhere.
 
 pub mod core;
 pub mod forward;
