@@ -372,7 +372,6 @@ async fn info_dbsize_and_time_on_one_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: INFO keyspace always reports expires=0, Redis counts keys with a TTL"]
 async fn info_keyspace_counts_keys_with_a_ttl() {
     let (_cluster, mut con) = one_node().await;
     check(&mut con, "SET a 1 EX 1000 => OK\nSET b 2 => OK").await;

@@ -1090,10 +1090,6 @@ fn raft_view(node: &Node) -> Option<RaftView> {
     })
 }
 
-fn key_count(node: &Node) -> Option<u64> {
-    Some(node.store.key_count())
-}
-
 const DEFAULT_SECTIONS: &[&str] = &[
     "server",
     "clients",
@@ -1351,8 +1347,10 @@ fn info_replication(out: &mut String, raft: Option<&RaftView>) {
 
 fn info_keyspace(out: &mut String, node: &Node) {
     out.push_str("# Keyspace\r\n");
-    if let Some(keys) = key_count(node).filter(|&n| n > 0) {
-        let _ = write!(out, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+    let keys = node.store.key_count();
+    if keys > 0 {
+        let expires = node.store.expires_count();
+        let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
     }
 }
 

@@ -6,8 +6,9 @@
 //! For each touched key the overlay also remembers what the generation held
 //! before the batch (present or not, and its expiry), which is all
 //! [`ApplyBatch::commit`] needs to derive the data writes, the expiry-index
-//! updates and the key count delta, and to write them together with the
-//! caller's metadata in one atomic fjall batch.
+//! updates and the deltas of the key count and of the count of keys with an
+//! expiry, and to write them together with the caller's metadata in one
+//! atomic fjall batch.
 //!
 //! Apply is a pure function of the stored state, the op and the stamped
 //! `now_ms`: no clock, no randomness. A key whose expiry is not after
@@ -26,8 +27,8 @@ use super::encoding::{
 };
 use super::number::{add_floats, parse_i64, FloatError};
 use super::{
-    caller_meta_key, Generation, StorageError, Store, WriterGuard, COUNT_KEY, GENERATION_KEY,
-    MAX_KEY_LEN,
+    caller_meta_key, Generation, StorageError, Store, WriterGuard, COUNT_KEY, EXPIRES_KEY,
+    GENERATION_KEY, MAX_KEY_LEN,
 };
 use crate::cluster::op::{
     Deadline, ExpireCondition, GetExExpiry, Op, OpResult, SetCondition, SetExpiry,
@@ -100,6 +101,8 @@ pub struct ApplyBatch<'s> {
     abandoned: Vec<Arc<Generation>>,
     /// Key count of `generation` before this batch.
     base_count: u64,
+    /// Count of keys with an expiry in `generation` before this batch.
+    base_expires: u64,
     overlay: HashMap<Bytes, Slot>,
     meta: Vec<(Vec<u8>, Vec<u8>)>,
     /// Reused buffer for data keys of point lookups.
@@ -115,6 +118,7 @@ impl<'s> ApplyBatch<'s> {
             switched: false,
             abandoned: Vec::new(),
             base_count: store.key_count(),
+            base_expires: store.expires_count(),
             overlay: HashMap::new(),
             meta: Vec::new(),
             scratch: Vec::new(),
@@ -244,10 +248,10 @@ impl<'s> ApplyBatch<'s> {
         }
     }
 
-    /// Writes every change of the batch, its key count and its metadata in
-    /// one atomic fjall write batch (journaled, not fsynced: the Raft log is
-    /// what makes entries durable), then publishes a FLUSHALL's new
-    /// generation and drops the replaced ones.
+    /// Writes every change of the batch, its key and expires counts and its
+    /// metadata in one atomic fjall write batch (journaled, not fsynced: the
+    /// Raft log is what makes entries durable), then publishes a FLUSHALL's
+    /// new generation and drops the replaced ones.
     ///
     /// # Errors
     /// Any fjall error; nothing of the batch is then visible.
@@ -259,12 +263,14 @@ impl<'s> ApplyBatch<'s> {
             switched,
             abandoned,
             base_count,
+            base_expires,
             overlay,
             meta,
             ..
         } = self;
         let mut batch = store.db.batch();
         let (mut added, mut removed) = (0u64, 0u64);
+        let (mut ttl_added, mut ttl_removed) = (0u64, 0u64);
         for (key, slot) in overlay {
             if !slot.dirty {
                 continue;
@@ -280,6 +286,11 @@ impl<'s> ApplyBatch<'s> {
             }
             let old_at = slot.committed.filter(|&at| at != 0);
             let new_at = new_expiry.filter(|&at| at != 0);
+            match (old_at.is_some(), new_at.is_some()) {
+                (false, true) => ttl_added += 1,
+                (true, false) => ttl_removed += 1,
+                _ => {}
+            }
             if old_at != new_at {
                 if let Some(at) = old_at {
                     batch.remove(&generation.expiry, expiry_key(at, &key));
@@ -298,6 +309,10 @@ impl<'s> ApplyBatch<'s> {
         if switched || added != removed {
             batch.insert(&store.meta, COUNT_KEY, count.to_be_bytes());
         }
+        let expires = (base_expires + ttl_added).saturating_sub(ttl_removed);
+        if switched || ttl_added != ttl_removed {
+            batch.insert(&store.meta, EXPIRES_KEY, expires.to_be_bytes());
+        }
         if switched {
             batch.insert(&store.meta, GENERATION_KEY, generation.id.to_be_bytes());
         }
@@ -312,11 +327,11 @@ impl<'s> ApplyBatch<'s> {
             store.db.persist(fjall::PersistMode::SyncAll)?;
         }
         if switched {
-            store.switch_to(Arc::unwrap_or_clone(generation), count);
+            store.switch_to(Arc::unwrap_or_clone(generation), count, expires);
         } else {
-            store
-                .key_count
-                .store(count, std::sync::atomic::Ordering::Release);
+            use std::sync::atomic::Ordering;
+            store.key_count.store(count, Ordering::Release);
+            store.expires_count.store(expires, Ordering::Release);
         }
         for generation in &abandoned {
             store.drop_generation(generation);
@@ -420,6 +435,7 @@ impl<'s> ApplyBatch<'s> {
         }
         self.switched = true;
         self.base_count = 0;
+        self.base_expires = 0;
         self.overlay.clear();
         Ok(())
     }
@@ -1547,6 +1563,194 @@ mod tests {
         let store = open_store(dir.path());
         assert_eq!(store.key_count(), 47);
         assert_eq!(store.keys(b"*", NOW).unwrap().len(), 47);
+    }
+
+    /// Asserts `expires_count`, and that it agrees with the expiry index.
+    fn assert_expires(store: &Store, expected: u64, what: &str) {
+        assert_eq!(store.expires_count(), expected, "{what}");
+        let indexed = store.expired_keys(u64::MAX, usize::MAX).unwrap().len();
+        assert_eq!(indexed as u64, expected, "{what}: expiry index");
+    }
+
+    #[test]
+    fn expires_count_through_every_path_survives_reopen() {
+        let set_ex = |key: &str, ms| Op::Set {
+            key: b(key),
+            value: b("v"),
+            condition: SetCondition::Always,
+            expiry: SetExpiry::Set(Deadline::After(ms)),
+            get: false,
+        };
+        let expire = |key: &str, ms| Op::Expire {
+            key: b(key),
+            deadline: Deadline::After(ms),
+            condition: ExpireCondition::Always,
+        };
+        let rename = |from: &str, to: &str| Op::Rename {
+            from: b(from),
+            to: b(to),
+            nx: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(dir.path());
+            assert_expires(&store, 0, "empty");
+
+            run(&store, &[set_ex("a", 1_000), set_ex("b", 1_000)], NOW);
+            run(&store, &[set_op("c", "1"), set_op("d", "1")], NOW);
+            assert_expires(&store, 2, "SET EX");
+            assert_eq!(store.key_count(), 4);
+            // A new TTL on a key that has one changes nothing.
+            one(&store, set_ex("a", 2_000), NOW);
+            one(&store, expire("a", 3_000), NOW);
+            assert_expires(&store, 2, "TTL replaced");
+
+            assert_eq!(one(&store, Op::Persist(b("a")), NOW), OpResult::Integer(1));
+            assert_expires(&store, 1, "PERSIST");
+            assert_eq!(one(&store, Op::Persist(b("a")), NOW), OpResult::Integer(0));
+            assert_expires(&store, 1, "PERSIST without a TTL");
+
+            assert_eq!(one(&store, expire("c", 1_000), NOW), OpResult::Integer(1));
+            assert_expires(&store, 2, "EXPIRE on an existing key");
+            assert_eq!(
+                one(&store, expire("nokey", 1_000), NOW),
+                OpResult::Integer(0)
+            );
+            assert_expires(&store, 2, "EXPIRE on a missing key");
+
+            // SET without KEEPTTL clears the TTL, with KEEPTTL keeps it;
+            // writes that keep the TTL (INCR, APPEND) keep the count.
+            one(&store, set_op("c", "2"), NOW);
+            assert_expires(&store, 1, "SET clears the TTL");
+            one(
+                &store,
+                Op::Set {
+                    key: b("b"),
+                    value: b("7"),
+                    condition: SetCondition::Always,
+                    expiry: SetExpiry::Keep,
+                    get: false,
+                },
+                NOW,
+            );
+            run(
+                &store,
+                &[
+                    Op::IncrBy {
+                        key: b("b"),
+                        delta: 1,
+                    },
+                    Op::Append {
+                        key: b("b"),
+                        value: b("0"),
+                    },
+                ],
+                NOW,
+            );
+            assert_expires(&store, 1, "KEEPTTL, INCR, APPEND");
+            assert_eq!(expiry(&store, "b"), Some(NOW + 1_000));
+
+            // GETEX sets and removes a TTL.
+            one(
+                &store,
+                Op::GetEx {
+                    key: b("d"),
+                    expiry: GetExExpiry::Set(Deadline::After(1_000)),
+                },
+                NOW,
+            );
+            assert_expires(&store, 2, "GETEX EX");
+            one(
+                &store,
+                Op::GetEx {
+                    key: b("d"),
+                    expiry: GetExExpiry::Persist,
+                },
+                NOW,
+            );
+            assert_expires(&store, 1, "GETEX PERSIST");
+
+            // RENAME moves the TTL: onto a key without one, then a key
+            // without a TTL over one with a TTL.
+            one(&store, rename("b", "e"), NOW);
+            assert_expires(&store, 1, "RENAME with a TTL");
+            assert_eq!(expiry(&store, "e"), Some(NOW + 1_000));
+            one(&store, set_ex("f", 1_000), NOW);
+            assert_expires(&store, 2, "SET EX f");
+            one(&store, rename("e", "c"), NOW);
+            assert_expires(&store, 2, "RENAME onto a key without a TTL");
+            one(&store, rename("a", "f"), NOW);
+            assert_expires(&store, 1, "RENAME over a key with a TTL");
+            assert_eq!(expiry(&store, "f"), None);
+
+            // Deletion of a key with a TTL: DEL, GETDEL, a past EXPIRE, the
+            // expiry proposals, and the lazy deletion of an op touching it.
+            run(
+                &store,
+                &[set_ex("g", 1_000), set_ex("h", 1_000), set_ex("i", 10)],
+                NOW,
+            );
+            run(&store, &[set_ex("j", 10), set_ex("k", 1_000)], NOW);
+            assert_expires(&store, 6, "more TTLs");
+            one(&store, Op::Del(vec![b("g"), b("f")]), NOW);
+            assert_expires(&store, 5, "DEL");
+            one(&store, Op::GetDel(b("h")), NOW);
+            assert_expires(&store, 4, "GETDEL");
+            one(&store, expire("k", 0), NOW);
+            assert_expires(&store, 3, "EXPIRE in the past");
+            assert_eq!(
+                one(&store, Op::ExpireKeys(vec![b("i")]), NOW + 10),
+                OpResult::Integer(1)
+            );
+            assert_expires(&store, 2, "expiry deletion");
+            assert_eq!(
+                one(
+                    &store,
+                    Op::SetNx {
+                        key: b("j"),
+                        value: b("plain")
+                    },
+                    NOW + 10
+                ),
+                OpResult::Integer(1)
+            );
+            assert_expires(&store, 1, "lazily deleted, then set again");
+
+            // Ops on one key in one batch count once, by the net effect.
+            let mut batch = store.begin();
+            batch.apply(&set_ex("m", 1_000), NOW).unwrap();
+            batch.apply(&Op::Persist(b("m")), NOW).unwrap();
+            batch.apply(&set_ex("n", 1_000), NOW).unwrap();
+            batch.apply(&Op::Del(vec![b("n")]), NOW).unwrap();
+            batch.apply(&set_ex("n", 1_000), NOW).unwrap();
+            batch.apply(&expire("c", 1_000), NOW).unwrap();
+            batch.apply(&set_op("c", "plain"), NOW).unwrap();
+            batch.apply(&expire("d", 1_000), NOW).unwrap();
+            batch.apply(&Op::Persist(b("d")), NOW).unwrap();
+            batch.apply(&expire("d", 2_000), NOW).unwrap();
+            // Not visible before commit.
+            assert_expires(&store, 1, "uncommitted");
+            batch.commit().unwrap();
+            assert_expires(&store, 2, "one batch");
+        }
+        let store = open_store(dir.path());
+        assert_expires(&store, 2, "reopen");
+
+        // FLUSHALL resets it; a TTL set after it in the same batch counts.
+        let mut batch = store.begin();
+        batch.apply(&set_ex("before", 1_000), NOW).unwrap();
+        batch.apply(&Op::FlushAll, NOW).unwrap();
+        batch.apply(&set_ex("after", 1_000), NOW).unwrap();
+        batch.apply(&set_op("plain", "1"), NOW).unwrap();
+        batch.commit().unwrap();
+        assert_expires(&store, 1, "FLUSHALL then SET EX");
+        one(&store, Op::FlushAll, NOW);
+        assert_expires(&store, 0, "FLUSHALL");
+        assert_eq!(store.key_count(), 0);
+        one(&store, set_ex("z", 1_000), NOW);
+        drop(store);
+        let store = open_store(dir.path());
+        assert_expires(&store, 1, "reopen after FLUSHALL");
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! Layout in the node's one fjall database (the Raft log shares it, in its
 //! own keyspaces):
 //! - `sm_meta`: the caller's metadata under `m/`, and this layer's own state
-//!   under `s/`: which data generation is current and its key count (kept
-//!   in every batch, so DBSIZE is O(1)).
+//!   under `s/`: which data generation is current, its key count and its
+//!   count of keys with an expiry (kept in every batch, so DBSIZE and INFO
+//!   keyspace are O(1)).
 //! - `data_<gen>`: the current generation's keys and values, and
 //!   `data_<gen>_ttl`: its expiry index (see `encoding.rs`).
 //!
@@ -64,6 +65,8 @@ const CALLER_META: &[u8] = b"m/";
 const GENERATION_KEY: &[u8] = b"s/gen";
 /// The current generation's key count (u64 big-endian).
 const COUNT_KEY: &[u8] = b"s/count";
+/// The current generation's count of keys with an expiry (u64 big-endian).
+const EXPIRES_KEY: &[u8] = b"s/expires";
 /// Prefix of data generation keyspace names.
 const GENERATION_PREFIX: &str = "data_";
 /// Suffix of a generation's expiry index keyspace name.
@@ -84,6 +87,7 @@ pub struct Store {
     meta: Keyspace,
     current: RwLock<Arc<Generation>>,
     key_count: AtomicU64,
+    expires_count: AtomicU64,
     next_generation: AtomicU64,
     writer: WriterSlot,
 }
@@ -93,6 +97,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("generation", &self.current().id)
             .field("key_count", &self.key_count())
+            .field("expires_count", &self.expires_count())
             .finish_non_exhaustive()
     }
 }
@@ -114,14 +119,26 @@ impl Store {
             .collect();
         let highest = existing.iter().map(|(id, _)| *id).max().unwrap_or(0);
 
-        let (current, key_count) = match meta.get(GENERATION_KEY)? {
+        let (current, key_count, expires_count) = match meta.get(GENERATION_KEY)? {
             Some(raw) => {
                 let id = decode_u64(&raw, "generation pointer")?;
                 let count = match meta.get(COUNT_KEY)? {
                     Some(raw) => decode_u64(&raw, "key count")?,
                     None => 0,
                 };
-                (open_generation(&db, id)?, count)
+                let generation = open_generation(&db, id)?;
+                let expires = match meta.get(EXPIRES_KEY)? {
+                    Some(raw) => decode_u64(&raw, "expires count")?,
+                    None => {
+                        // Written by a version that did not keep this count:
+                        // derive it once from the expiry index, which holds
+                        // exactly one entry per key with an expiry.
+                        let expires = generation.expiry.len()? as u64;
+                        meta.insert(EXPIRES_KEY, expires.to_be_bytes())?;
+                        expires
+                    }
+                };
+                (generation, count, expires)
             }
             None => {
                 // First open: any generation keyspaces are leftovers of a
@@ -130,8 +147,9 @@ impl Store {
                 let mut batch = db.batch();
                 batch.insert(&meta, GENERATION_KEY, generation.id.to_be_bytes());
                 batch.insert(&meta, COUNT_KEY, 0u64.to_be_bytes());
+                batch.insert(&meta, EXPIRES_KEY, 0u64.to_be_bytes());
                 batch.commit()?;
-                (generation, 0)
+                (generation, 0, 0)
             }
         };
 
@@ -149,6 +167,7 @@ impl Store {
             meta,
             current: RwLock::new(Arc::new(current)),
             key_count: AtomicU64::new(key_count),
+            expires_count: AtomicU64::new(expires_count),
             writer: WriterSlot::default(),
         })
     }
@@ -176,6 +195,13 @@ impl Store {
         self.key_count.load(Ordering::Acquire)
     }
 
+    /// Number of stored keys with an expiry, expired ones not yet deleted
+    /// included (as the `expires` of Redis's INFO keyspace). O(1).
+    #[must_use]
+    pub fn expires_count(&self) -> u64 {
+        self.expires_count.load(Ordering::Acquire)
+    }
+
     fn current(&self) -> Arc<Generation> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -188,14 +214,15 @@ impl Store {
     }
 
     /// Makes `generation` current in memory (after its pointer has been
-    /// committed) and drops the one it replaces.
-    fn switch_to(&self, generation: Generation, key_count: u64) {
+    /// committed), with its counts, and drops the one it replaces.
+    fn switch_to(&self, generation: Generation, key_count: u64, expires_count: u64) {
         let new = Arc::new(generation);
         let old = {
             let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
             std::mem::replace(&mut *current, new)
         };
         self.key_count.store(key_count, Ordering::Release);
+        self.expires_count.store(expires_count, Ordering::Release);
         self.drop_generation(&old);
     }
 
@@ -283,6 +310,7 @@ impl Drop for WriterGuard<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::cluster::op::{Deadline, SetCondition, SetExpiry};
     use crate::cluster::Op;
     use bytes::Bytes;
 
@@ -353,6 +381,41 @@ pub(crate) mod tests {
         assert_eq!(
             store.get(b"a", 0).unwrap().unwrap().payload,
             Bytes::from_static(b"1")
+        );
+    }
+
+    #[test]
+    fn expires_count_survives_reopen_and_is_derived_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(dir.path());
+            let mut batch = store.begin();
+            for (key, ttl) in [("a", Some(1_000)), ("b", None), ("c", Some(2_000))] {
+                let op = Op::Set {
+                    key: Bytes::from(key),
+                    value: Bytes::from("v"),
+                    condition: SetCondition::Always,
+                    expiry: ttl.map_or(SetExpiry::Clear, |ms| SetExpiry::Set(Deadline::After(ms))),
+                    get: false,
+                };
+                batch.apply(&op, 1_000).unwrap();
+            }
+            batch.commit().unwrap();
+            assert_eq!(store.expires_count(), 2);
+        }
+        {
+            let store = open_store(dir.path());
+            assert_eq!(store.expires_count(), 2);
+            assert_eq!(store.key_count(), 3);
+            // As left by a version that did not keep the count.
+            store.meta.remove(EXPIRES_KEY).unwrap();
+        }
+        let store = open_store(dir.path());
+        assert_eq!(store.expires_count(), 2, "derived from the expiry index");
+        assert_eq!(
+            store.meta.get(EXPIRES_KEY).unwrap().as_deref(),
+            Some(&2u64.to_be_bytes()[..]),
+            "and persisted"
         );
     }
 

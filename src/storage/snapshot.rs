@@ -29,7 +29,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::encoding::{data_key, decode_value, expiry_key, split_data_key, VALUE_HEADER_LEN};
 use super::{
     caller_meta_key, decode_u64, Generation, MetaPairs, StorageError, Store, CALLER_META,
-    COUNT_KEY, GENERATION_KEY, MAX_KEY_LEN, MAX_STRING_LEN,
+    COUNT_KEY, EXPIRES_KEY, GENERATION_KEY, MAX_KEY_LEN, MAX_STRING_LEN,
 };
 
 const MAGIC: &[u8; 8] = b"RAFTISD1";
@@ -96,8 +96,8 @@ impl Store {
     pub fn import(&self, input: &mut dyn Read, meta: MetaPairs) -> Result<(), StorageError> {
         let _writer = self.writer.acquire();
         let generation = self.create_generation()?;
-        let count = match self.load(&generation, input) {
-            Ok(count) => count,
+        let (count, expires) = match self.load(&generation, input) {
+            Ok(counts) => counts,
             Err(error) => {
                 self.drop_generation(&generation);
                 return Err(error);
@@ -122,6 +122,7 @@ impl Store {
         }
         batch.insert(&self.meta, GENERATION_KEY, generation.id.to_be_bytes());
         batch.insert(&self.meta, COUNT_KEY, count.to_be_bytes());
+        batch.insert(&self.meta, EXPIRES_KEY, expires.to_be_bytes());
         if let Err(error) = batch.commit() {
             self.drop_generation(&generation);
             return Err(error.into());
@@ -130,7 +131,7 @@ impl Store {
         // deleting a keyspace bypasses the journal, so after a power loss a
         // pointer still naming it would find it gone.
         self.db.persist(fjall::PersistMode::SyncAll)?;
-        self.switch_to(generation, count);
+        self.switch_to(generation, count, expires);
         Ok(())
     }
 
@@ -153,8 +154,12 @@ impl Store {
     }
 
     /// Reads and verifies a whole stream into `generation`; returns the
-    /// number of keys.
-    fn load(&self, generation: &Generation, input: &mut dyn Read) -> Result<u64, StorageError> {
+    /// number of keys and the number of them with an expiry.
+    fn load(
+        &self,
+        generation: &Generation,
+        input: &mut dyn Read,
+    ) -> Result<(u64, u64), StorageError> {
         let mut input = HashingReader {
             inner: BufReader::new(input),
             hasher: Xxh3::new(),
@@ -167,6 +172,7 @@ impl Store {
         let mut batch = self.db.batch();
         let mut batch_bytes = 0usize;
         let mut records: u64 = 0;
+        let mut expires: u64 = 0;
         loop {
             let key_len = read_u32(&mut input)?;
             if key_len == END_OF_RECORDS {
@@ -190,6 +196,7 @@ impl Store {
                     expiry_key(header.expire_at, &key),
                     &b""[..],
                 );
+                expires += 1;
             }
             batch_bytes += key.len() + value.len();
             batch.insert(&generation.data, data_key(&key), value);
@@ -212,7 +219,7 @@ impl Store {
             return Err(StorageError::Snapshot("checksum mismatch"));
         }
         batch.commit()?;
-        Ok(records)
+        Ok((records, expires))
     }
 }
 
@@ -356,13 +363,26 @@ mod tests {
         batch
             .apply(&Op::MSet(vec![(b("stale"), b("x"))]), 0)
             .unwrap();
+        for key in ["stale_ttl1", "stale_ttl2"] {
+            let with_ttl = Op::Set {
+                key: b(key),
+                value: b("x"),
+                condition: SetCondition::Always,
+                expiry: SetExpiry::Set(Deadline::At(9_000)),
+                get: false,
+            };
+            batch.apply(&with_ttl, 0).unwrap();
+        }
         batch.put_meta(b"obsolete", b"1".to_vec());
         batch.put_meta(b"last_applied", b"3".to_vec());
         batch.commit().unwrap();
+        assert_eq!(target.expires_count(), 2);
 
         target.import(&mut stream.as_slice(), meta.clone()).unwrap();
         assert_eq!(dump(&target), dump(&source));
         assert_eq!(target.key_count(), 1001);
+        assert_eq!(source.expires_count(), 1);
+        assert_eq!(target.expires_count(), 1, "computed while loading");
         assert_eq!(target.get(b"stale", 0).unwrap(), None);
         assert_eq!(target.meta(b"last_applied").unwrap(), Some(b"12".to_vec()));
         assert_eq!(target.meta(b"obsolete").unwrap(), None);
@@ -375,6 +395,7 @@ mod tests {
         drop(target);
         let reopened = open_store(dst_dir.path());
         assert_eq!(reopened.key_count(), 1001);
+        assert_eq!(reopened.expires_count(), 1);
         assert_eq!(
             reopened.meta(b"last_applied").unwrap(),
             Some(b"12".to_vec())
@@ -424,6 +445,7 @@ mod tests {
                 "{what}"
             );
             assert_eq!(target.key_count(), 1, "{what}");
+            assert_eq!(target.expires_count(), 0, "{what}");
             assert_eq!(
                 target.meta(b"last_applied").unwrap(),
                 Some(b"1".to_vec()),
@@ -454,11 +476,13 @@ mod tests {
         let copy = open_store(other.path());
         copy.import(&mut out.as_slice(), meta).unwrap();
         assert_eq!(copy.key_count(), 1001);
+        assert_eq!(copy.expires_count(), 1);
         assert_eq!(copy.meta(b"last_applied").unwrap(), Some(b"12".to_vec()));
         // And exporting the flushed store gives an empty stream that imports.
         let (empty, meta) = export(&store);
         copy.import(&mut empty.as_slice(), meta).unwrap();
         assert_eq!(copy.key_count(), 0);
+        assert_eq!(copy.expires_count(), 0);
         assert_eq!(copy.meta(b"last_applied").unwrap(), Some(b"13".to_vec()));
     }
 }
