@@ -137,7 +137,8 @@ fn run_scenario(
         report.unexpected.join("\n")
     );
 
-    let final_reads = final_reads(cluster, &config, &clock, &mut report.history);
+    let first_client = report.clients;
+    let final_reads = final_reads(cluster, &config, first_client, &clock, &mut report.history);
     let (ok, failed, unknown) = report.outcome_counts();
     let gap = report.longest_write_gap();
     let verdict = checker::check(&report.history);
@@ -165,17 +166,18 @@ fn summary(line: &str) {
 }
 
 /// A linearizable GET of every key on every node, retried until it
-/// succeeds, each attempt added to `history` (as clients beyond the
-/// workload's). Returns what each node read, by key.
+/// succeeds, each attempt added to `history` (as clients `first_client`
+/// and on, beyond the workload's). Returns what each node read, by key.
 fn final_reads(
     cluster: &ProcessCluster,
     config: &WorkloadConfig,
+    first_client: usize,
     clock: &Clock,
     history: &mut History,
 ) -> BTreeMap<u64, BTreeMap<String, Option<String>>> {
     let mut reads = BTreeMap::new();
     for (n, id) in cluster.ids().into_iter().enumerate() {
-        let client = config.clients + n;
+        let client = first_client + n;
         let addr = cluster.addrs(id).resp;
         let mut values = BTreeMap::new();
         for key in config.keys() {
@@ -265,28 +267,121 @@ fn random_node_killed_and_restarted() {
     });
 }
 
+/// Clients pinned to the leader before each pause, sending while it is
+/// paused a GET and a SET on each of `r0`, `r1` and `r2`.
+const PINNED_CLIENTS: usize = 6;
+
+/// Operations each pinned client completes on the resumed node, after the
+/// one it sent while the node was paused, before the round ends.
+const PINNED_OPS_AFTER_RESUME: u64 = 3;
+
+/// One pause of a leader: which node, its pinned clients, and when it was
+/// paused and resumed (workload clock).
+struct Pause {
+    node: u64,
+    pinned: Vec<usize>,
+    paused_ns: u64,
+    resumed_ns: u64,
+}
+
 #[test]
 fn leader_paused_past_the_election_timeout() {
     let mut cluster = start_cluster(&[]);
-    run_scenario("leader-paused", &mut cluster, |cluster, workload| {
+    let mut pauses = Vec::new();
+    let report = run_scenario("leader-paused", &mut cluster, |cluster, workload| {
         let leader = cluster.wait_for_leader();
         let others: Vec<u64> = cluster
             .ids()
             .into_iter()
             .filter(|id| *id != leader)
             .collect();
+        // Clients that stay on this node whatever happens, connected (and
+        // served once) before the pause, then held idle on their open
+        // connections.
+        let mut pinned = workload.pin(leader, cluster.addrs(leader).resp, PINNED_CLIENTS);
+        pinned.wait_for_ops(1, RECOVERY_TIMEOUT);
+        pinned.hold(RECOVERY_TIMEOUT);
         cluster.pause(leader);
+        let paused_ns = workload.clock.now_ns();
         // The pause lasts until the others have elected a leader and taken
-        // writes: longer than the election timeout, yet (usually) shorter
-        // than the clients' timeout, so that clients of the paused node are
-        // still connected when it resumes believing it leads, and their
-        // reads then would be stale if it served them without checking.
+        // writes: longer than the election timeout.
         let new_leader = cluster.wait_for_leader_among(&others);
         assert_ne!(new_leader, leader);
         workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
+        // Now the pinned clients send a GET or a SET each to the paused
+        // node, after those writes were acknowledged: the node reads them
+        // when it resumes, still believing it leads in its old term, at the
+        // same time as the new leader's messages. A GET answered from its
+        // own state without a quorum would miss those writes (a stale
+        // read); a SET acknowledged in the old term would be lost.
+        pinned.release(RECOVERY_TIMEOUT);
+        let resumed_ns = workload.clock.now_ns();
         cluster.resume(leader);
+        // And they keep at it on the resumed node for a few more
+        // operations, while it learns of the new term.
+        pinned.wait_for_ops_since_release(1 + PINNED_OPS_AFTER_RESUME, RECOVERY_TIMEOUT);
+        pauses.push(Pause {
+            node: leader,
+            pinned: pinned.ids.clone(),
+            paused_ns,
+            resumed_ns,
+        });
+        pinned.stop();
         cluster.wait_for_leader();
     });
+    // The pinned clients' operations are in the history the checker
+    // accepted; count what the resumed old leaders answered, to show the
+    // scenario did what it means to. A read sent while paused "could be
+    // stale" when a write to its key was acknowledged after the pause began
+    // and before the read was sent: answering it from the old leader's
+    // state would then have been a violation.
+    let ops = &report.history.ops;
+    let (mut sent_paused, mut paused_reads, mut could_be_stale, mut paused_writes) = (0, 0, 0, 0);
+    let (mut reads_after, mut not_ok) = (0, 0);
+    for (op, node) in ops.iter().zip(&report.served_by) {
+        let Some(pause) = pauses.iter().find(|p| p.pinned.contains(&op.client)) else {
+            continue;
+        };
+        assert_eq!(*node, pause.node, "a pinned client left its node: {op:?}");
+        if op.invoked_ns < pause.paused_ns {
+            continue;
+        }
+        let ok = matches!(op.outcome, Outcome::Ok(_));
+        if !ok {
+            not_ok += 1;
+        }
+        if op.invoked_ns >= pause.resumed_ns {
+            reads_after += usize::from(ok && op.call == Call::Get);
+            continue;
+        }
+        sent_paused += 1;
+        match (&op.call, ok) {
+            (Call::Get, true) => {
+                paused_reads += 1;
+                let written = ops.iter().any(|w| {
+                    w.key == op.key
+                        && w.call != Call::Get
+                        && matches!(w.outcome, Outcome::Ok(_))
+                        && w.completed_ns > pause.paused_ns
+                        && w.completed_ns < op.invoked_ns
+                });
+                could_be_stale += usize::from(written);
+            }
+            (_, true) => paused_writes += 1,
+            (_, false) => {}
+        }
+    }
+    summary(&format!(
+        "scenario leader-paused: {sent_paused} requests sent to a paused leader, answered ok \
+         after it resumed: {paused_reads} reads ({could_be_stale} of a key written during \
+         the pause) and {paused_writes} writes; {reads_after} later reads ok on it; \
+         {not_ok} not ok"
+    ));
+    assert_eq!(
+        sent_paused,
+        pauses.len() * PINNED_CLIENTS,
+        "every pinned client sends one request while its node is paused"
+    );
 }
 
 /// One isolation of a leader: which node, and when (workload clock).
@@ -351,21 +446,104 @@ fn leader_isolated_from_the_majority() {
     // The minority side (the old leader alone) can neither commit a write
     // nor confirm a read with a quorum: nothing sent to it during an
     // isolation, and answered before the heal, may have succeeded.
+    let served = assert_nothing_served_while_cut_off(&report, &isolations);
+    summary(&format!(
+        "scenario leader-isolated: {served} operations answered by an isolated leader, none successful"
+    ));
+}
+
+/// Asserts that no operation sent to a node while it was cut off (by one of
+/// `cuts`) and answered before the cut ended succeeded; returns how many
+/// such operations there were.
+fn assert_nothing_served_while_cut_off(report: &WorkloadReport, cuts: &[Isolation]) -> usize {
     let mut served = 0;
     for (op, node) in report.history.ops.iter().zip(&report.served_by) {
-        let inside = isolations.iter().any(|i| {
+        let inside = cuts.iter().any(|i| {
             i.node == *node && op.invoked_ns >= i.from_ns && op.completed_ns <= i.until_ns
         });
         if inside {
             served += 1;
             assert!(
                 !matches!(op.outcome, Outcome::Ok(_)),
-                "the isolated node {node} answered {op:?} successfully while cut off from the majority"
+                "node {node} answered {op:?} successfully while it could not reach the others"
             );
         }
     }
+    served
+}
+
+/// The leader's links cut in one direction only, alternately:
+///
+/// - *mute*: the leader cannot send to the followers (its connections to
+///   them fail), but they can still send to it. They stop hearing from it
+///   and elect a new leader, whose vote request and heartbeats reach the old
+///   one and make it step down; it then follows, hearing the new leader but
+///   unable to answer it, forward a write or ask for a read index. So it
+///   must answer nothing successfully while muted: it can neither commit
+///   nor confirm a read, as leader or as follower.
+/// - *deaf*: the followers cannot send to the leader, which still reaches
+///   them: it keeps leading, while the followers' forwarded writes and
+///   read-index requests go nowhere (held, with a blackhole, and delivered
+///   late after the heal: writes whose outcome was unknown may apply then).
+///
+/// Each alternates refusing (`Drop`) and silent (`Blackhole`) links.
+#[test]
+fn leader_partitioned_one_way() {
+    let mut cluster = start_cluster(&[]);
+    let mut muted = Vec::new();
+    let (mut round, mut deaf_rounds) = (0u32, 0);
+    let report = run_scenario("leader-one-way", &mut cluster, |cluster, workload| {
+        let leader = cluster.wait_for_leader();
+        let others: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        let mode = if round % 4 < 2 {
+            LinkMode::Drop
+        } else {
+            LinkMode::Blackhole
+        };
+        let mute = round % 2 == 0;
+        round += 1;
+        for &other in &others {
+            if mute {
+                cluster.set_link(leader, other, mode);
+            } else {
+                cluster.set_link(other, leader, mode);
+            }
+        }
+        let from_ns = workload.clock.now_ns();
+        if mute {
+            let new_leader = cluster.wait_for_leader_among(&others);
+            assert_ne!(new_leader, leader);
+        } else {
+            deaf_rounds += 1;
+        }
+        workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
+        // Hold the fault past the request timeout, so that requests that
+        // cannot be served end (as errors) while it lasts.
+        let held = Duration::from_nanos(workload.clock.now_ns() - from_ns);
+        let min_hold = Duration::from_millis(REQUEST_TIMEOUT_MS + 500);
+        if held < min_hold {
+            std::thread::sleep(min_hold - held);
+        }
+        let until_ns = workload.clock.now_ns();
+        cluster.heal();
+        if mute {
+            muted.push(Isolation {
+                node: leader,
+                from_ns,
+                until_ns,
+            });
+        }
+        cluster.wait_for_leader();
+    });
+    let served = assert_nothing_served_while_cut_off(&report, &muted);
     summary(&format!(
-        "scenario leader-isolated: {served} operations answered by an isolated leader, none successful"
+        "scenario leader-one-way: {} mute and {deaf_rounds} deaf leaders; \
+         {served} operations answered by a muted node, none successful",
+        muted.len()
     ));
 }
 
