@@ -426,14 +426,7 @@ fn leader_isolated_from_the_majority() {
         let new_leader = cluster.wait_for_leader_among(&others);
         assert_ne!(new_leader, leader);
         workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
-        // Hold the partition past the request timeout, so that requests on
-        // the minority side end (as errors) while it lasts: the fault's
-        // length, not a wait for a condition.
-        let held = Duration::from_nanos(workload.clock.now_ns() - from_ns);
-        let min_hold = Duration::from_millis(REQUEST_TIMEOUT_MS + 500);
-        if held < min_hold {
-            std::thread::sleep(min_hold - held);
-        }
+        hold_past_request_timeout(workload, from_ns);
         let until_ns = workload.clock.now_ns();
         cluster.heal();
         isolations.push(Isolation {
@@ -521,13 +514,7 @@ fn leader_partitioned_one_way() {
             deaf_rounds += 1;
         }
         workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
-        // Hold the fault past the request timeout, so that requests that
-        // cannot be served end (as errors) while it lasts.
-        let held = Duration::from_nanos(workload.clock.now_ns() - from_ns);
-        let min_hold = Duration::from_millis(REQUEST_TIMEOUT_MS + 500);
-        if held < min_hold {
-            std::thread::sleep(min_hold - held);
-        }
+        hold_past_request_timeout(workload, from_ns);
         let until_ns = workload.clock.now_ns();
         cluster.heal();
         if mute {
@@ -606,4 +593,16 @@ fn follower_partitioned_until_it_needs_a_snapshot() {
         cluster.wait_for_leader();
         workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
     });
+}
+
+/// Keeps a fault in place until the server's request timeout (plus margin)
+/// has passed since it began, so that requests that cannot be served end,
+/// as errors, while it lasts. This is the fault's length, not a wait for a
+/// condition.
+fn hold_past_request_timeout(workload: &Workload, from_ns: u64) {
+    let held = Duration::from_nanos(workload.clock.now_ns() - from_ns);
+    let min_hold = Duration::from_millis(REQUEST_TIMEOUT_MS + 500);
+    if held < min_hold {
+        std::thread::sleep(min_hold - held);
+    }
 }

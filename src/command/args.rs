@@ -99,3 +99,20 @@ pub fn not_an_integer() -> Reply {
 pub fn syntax_error() -> Reply {
     Reply::error("ERR syntax error")
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use bytes::Bytes;
+
+    use super::Args;
+
+    /// An argument vector from strings, name first, for handler tests.
+    pub(crate) fn args(parts: &[&str]) -> Args {
+        Args::new(
+            parts
+                .iter()
+                .map(|p| Bytes::from(p.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+}

@@ -391,16 +391,8 @@ fn dbsize(store: &Store, _args: &mut Args, _now_ms: u64) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::args::tests::args;
     use crate::storage::tests::open_store;
-
-    fn args(parts: &[&str]) -> Args {
-        Args::new(
-            parts
-                .iter()
-                .map(|p| Bytes::from(p.as_bytes().to_vec()))
-                .collect(),
-        )
-    }
 
     fn spec_of(name: &str) -> &'static CommandSpec {
         COMMANDS.iter().find(|c| c.name == name).unwrap()

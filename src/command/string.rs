@@ -444,16 +444,8 @@ fn parse_setrange(args: &mut Args) -> Result<Op, Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::args::tests::args;
     use crate::storage::tests::open_store;
-
-    fn args(parts: &[&str]) -> Args {
-        Args::new(
-            parts
-                .iter()
-                .map(|p| Bytes::from(p.as_bytes().to_vec()))
-                .collect(),
-        )
-    }
 
     fn parse(parts: &[&str]) -> Result<Op, Reply> {
         let spec = COMMANDS.iter().find(|c| c.name == parts[0]).unwrap();
