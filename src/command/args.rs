@@ -74,19 +74,10 @@ impl Args {
     }
 }
 
-/// Parses a Redis integer argument: optional sign, digits, no spaces, fits i64.
-#[must_use]
-pub fn parse_i64(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty()
-        || s.starts_with('+')
-        || (s.len() > 1 && s.starts_with('0'))
-        || s.starts_with("-0")
-    {
-        return None;
-    }
-    s.parse().ok()
-}
+/// Parses a Redis integer argument: optional `-`, digits, no leading zeros,
+/// no spaces, fits i64 (Redis's `string2ll`, the same rule apply uses for
+/// stored values).
+pub use crate::storage::parse_i64;
 
 /// `ERR value is not an integer or out of range`.
 #[must_use]

@@ -350,24 +350,7 @@ fn find(buf: &[u8], from: usize, byte: u8) -> Option<usize> {
 /// Redis's `string2ll` as its request parser uses it: optional `-`, no `+`,
 /// no leading zeros, no spaces.
 fn parse_len(s: &[u8]) -> Option<i64> {
-    let (negative, digits) = match s {
-        [b'-', rest @ ..] => (true, rest),
-        _ => (false, s),
-    };
-    match digits {
-        [] => return None,
-        [b'0'] if !negative => return Some(0),
-        [b'1'..=b'9', ..] => {}
-        _ => return None,
-    }
-    let mut v: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
-    }
-    Some(if negative { -v } else { v })
+    crate::storage::parse_i64(s)
 }
 
 /// Splits an inline request line exactly as Redis's `sdssplitargs` does:

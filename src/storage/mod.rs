@@ -46,6 +46,7 @@ pub use apply::{ApplyBatch, MAX_STRING_LEN};
 pub use encoding::Kind;
 pub use error::StorageError;
 pub use glob::glob_match;
+pub use number::parse_i64;
 pub use read::{Entry, ScanOptions, Value};
 
 /// Longest user key that can be stored: fjall keys hold at most 65535
