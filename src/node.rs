@@ -105,12 +105,7 @@ fn cluster_options(
             None => std::collections::BTreeMap::from([(config.id, advertised_peer)]),
         },
         request_timeout: config.request_timeout(),
-        heartbeat_interval_ms: config.raft.heartbeat_interval_ms,
-        election_timeout_min_ms: config.raft.election_timeout_min_ms,
-        election_timeout_max_ms: config.raft.election_timeout_max_ms,
-        snapshot_logs_since_last: config.raft.snapshot_logs_since_last,
-        max_in_snapshot_log_to_keep: config.raft.max_in_snapshot_log_to_keep,
-        install_snapshot_timeout_ms: config.raft.install_snapshot_timeout_ms,
+        raft: config.raft.clone(),
         cache_size_bytes: config.storage.cache_size_bytes(),
     }
 }

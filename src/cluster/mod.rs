@@ -81,6 +81,7 @@ use self::core::Core;
 use self::log_store::LogStore;
 use self::network::{NetworkFactory, Peers, SelfInfo};
 use self::state_machine::StateMachine;
+use crate::config::RaftConfig;
 use crate::server::Reply;
 use crate::storage::Store;
 
@@ -144,18 +145,8 @@ pub struct ClusterOptions {
     pub initial_members: BTreeMap<u64, String>,
     /// How long a request may wait for a leader and a commit.
     pub request_timeout: Duration,
-    /// Leader heartbeat period, ms.
-    pub heartbeat_interval_ms: u64,
-    /// Election timeout range, ms.
-    pub election_timeout_min_ms: u64,
-    /// Election timeout range, ms.
-    pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many entries applied since the last one.
-    pub snapshot_logs_since_last: u64,
-    /// Log entries kept behind the snapshot for slow followers.
-    pub max_in_snapshot_log_to_keep: u64,
-    /// Timeout for one snapshot transfer step, ms.
-    pub install_snapshot_timeout_ms: u64,
+    /// Heartbeat, election and snapshot settings (`[raft]` in the config).
+    pub raft: RaftConfig,
     /// fjall block cache size, bytes.
     pub cache_size_bytes: u64,
 }
@@ -238,12 +229,12 @@ impl Cluster {
 
         let raft_config = openraft::Config {
             cluster_name: "raftis".into(),
-            heartbeat_interval: opts.heartbeat_interval_ms,
-            election_timeout_min: opts.election_timeout_min_ms,
-            election_timeout_max: opts.election_timeout_max_ms,
-            install_snapshot_timeout: opts.install_snapshot_timeout_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs_since_last),
-            max_in_snapshot_log_to_keep: opts.max_in_snapshot_log_to_keep,
+            heartbeat_interval: opts.raft.heartbeat_interval_ms,
+            election_timeout_min: opts.raft.election_timeout_min_ms,
+            election_timeout_max: opts.raft.election_timeout_max_ms,
+            install_snapshot_timeout: opts.raft.install_snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.raft.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: opts.raft.max_in_snapshot_log_to_keep,
             enable_pre_vote: Some(true),
             ..Default::default()
         }
@@ -259,14 +250,14 @@ impl Cluster {
         };
         let peers = Arc::new(Peers::new(
             me,
-            Duration::from_millis(opts.heartbeat_interval_ms.max(100) * 5),
+            Duration::from_millis(opts.raft.heartbeat_interval_ms.max(100) * 5),
         ));
         let raft = openraft::Raft::new(
             opts.id,
             Arc::new(raft_config),
             NetworkFactory::new(
                 peers.clone(),
-                Duration::from_millis(opts.election_timeout_min_ms),
+                Duration::from_millis(opts.raft.election_timeout_min_ms),
             ),
             log_store,
             state_machine,
