@@ -613,3 +613,42 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{CallError, Peers, SelfInfo};
+    use crate::cluster::rpc::PeerRequest;
+
+    /// A dead peer costs one connect attempt per backoff period: calls in
+    /// between fail at once, as not sent, without touching the network.
+    #[tokio::test]
+    async fn failed_connect_backs_off_and_reports_not_sent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let peers = Peers::new(
+            SelfInfo {
+                node_id: 1,
+                resp_addr: "127.0.0.1:1".into(),
+            },
+            Duration::from_millis(500),
+        );
+        let channel = peers.channel(2, &addr);
+        let first = channel
+            .call(PeerRequest::ReadIndex, Duration::from_secs(2))
+            .await;
+        match first {
+            Err(CallError::Unreachable(2, why)) => assert!(!why.contains("backing off"), "{why}"),
+            other => panic!("expected a refused connect, got {other:?}"),
+        }
+        let second = channel
+            .call(PeerRequest::ReadIndex, Duration::from_secs(2))
+            .await;
+        match second {
+            Err(CallError::Unreachable(2, why)) => assert!(why.contains("backing off"), "{why}"),
+            other => panic!("expected to back off, got {other:?}"),
+        }
+    }
+}
