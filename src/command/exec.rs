@@ -196,6 +196,7 @@ async fn run_local(
             }
         }
         Handler::Server(run) => run(node, session, &mut args),
+        Handler::Admin(run) => run(node, args).await,
         // `prepare` turns every write into `Prepared::Write`.
         Handler::Write(_) => Reply::error("ERR internal error: write run as a local command"),
     };

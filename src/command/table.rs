@@ -54,7 +54,14 @@ pub enum Handler {
     Write(fn(&mut Args) -> Result<Op, Reply>),
     /// Touches no replicated data.
     Server(fn(&Node, &mut Session, &mut Args) -> Reply),
+    /// Cluster administration that waits on the cluster (membership changes,
+    /// leader transfer, backups): runs asynchronously, without a read barrier.
+    Admin(for<'a> fn(&'a Node, Args) -> AdminFuture<'a>),
 }
+
+/// What an [`Handler::Admin`] handler returns.
+pub type AdminFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + 'a>>;
 
 /// One command's static description.
 #[derive(Clone, Copy)]
