@@ -7,7 +7,8 @@
 //! its data. Tests talk to the nodes over RESP like any client would (the
 //! `redis` crate here, `redis-cli` and others through [`crate::tools`]), find
 //! the leader from `INFO raft`, and inject process-level faults: SIGKILL one
-//! node or all of them, and restart a node on the same ports and data dir.
+//! node or all of them, stop one gracefully with SIGTERM, and restart a node
+//! on the same ports and data dir.
 //! A node can also be paused (SIGSTOP) and resumed (SIGCONT), and a cluster
 //! built with [`ClusterBuilder::proxied`] routes every peer connection
 //! through a fault-injecting proxy ([`crate::proxy`]), so that the network
@@ -202,6 +203,9 @@ struct NodeProcess {
     starts: u32,
     /// Stopped with SIGSTOP and not yet continued.
     paused: bool,
+    /// Started with `--join` to this RESP address instead of
+    /// `--initial-cluster` (see [`ProcessCluster::join_node`]).
+    join: Option<SocketAddr>,
 }
 
 impl NodeProcess {
@@ -231,10 +235,12 @@ impl NodeProcess {
             .arg("--http-listen")
             .arg(self.addrs.http.to_string())
             .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--initial-cluster")
-            .arg(initial_cluster)
-            .envs(FAST_RAFT)
+            .arg(&self.data_dir);
+        match self.join {
+            Some(member) => cmd.arg("--join").arg(member.to_string()),
+            None => cmd.arg("--initial-cluster").arg(initial_cluster),
+        };
+        cmd.envs(FAST_RAFT)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log);
@@ -307,9 +313,26 @@ pub struct ClusterBuilder {
     size: u64,
     env: Vec<(String, String)>,
     proxied: bool,
+    /// Nodes whose data dir goes under a given directory instead of the
+    /// cluster's temp dir.
+    data_parents: BTreeMap<u64, PathBuf>,
 }
 
 impl ClusterBuilder {
+    /// Puts node `id`'s data dir under `parent` (a small tmpfs, say) instead
+    /// of the cluster's temp dir: in a new subdirectory for each start
+    /// attempt, so a retried start never finds an earlier attempt's data.
+    /// The caller owns `parent` and whatever is left in it.
+    pub fn data_dir_under(mut self, id: u64, parent: &std::path::Path) -> Self {
+        assert!(
+            (1..=self.size).contains(&id),
+            "no node {id} in a cluster of {}",
+            self.size
+        );
+        self.data_parents.insert(id, parent.to_owned());
+        self
+    }
+
     /// Sets a `RAFTIS_*` environment variable on every node (and on every
     /// restart), after the harness's fast Raft timing, so it may override it.
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -376,11 +399,22 @@ impl ClusterBuilder {
                         peer: ports[1],
                         http: ports[2],
                     },
-                    data_dir: node_dir.join("data"),
+                    data_dir: match self.data_parents.get(&id) {
+                        // Named after this attempt's temp dir: unique per attempt.
+                        Some(parent) => parent.join(format!(
+                            "{}-node{id}",
+                            dir.path().file_name().map_or_else(
+                                || "cluster".into(),
+                                |n| n.to_string_lossy().into_owned()
+                            )
+                        )),
+                        None => node_dir.join("data"),
+                    },
                     log_path: node_dir.join("raftis.log"),
                     child: None,
                     starts: 0,
                     paused: false,
+                    join: None,
                 },
             );
         }
@@ -436,6 +470,7 @@ impl ProcessCluster {
             size,
             env: Vec::new(),
             proxied: false,
+            data_parents: BTreeMap::new(),
         }
     }
 
@@ -586,6 +621,81 @@ impl ProcessCluster {
             node.send_kill();
         }
         for node in self.nodes.values_mut() {
+            node.kill();
+        }
+    }
+
+    /// Sends SIGTERM to a node, as a service manager stopping it would, and
+    /// waits up to `timeout` for the process to exit; returns its exit
+    /// status. Its data dir stays, for [`ProcessCluster::restart`].
+    ///
+    /// # Panics
+    /// If the process is still running after `timeout`.
+    pub fn terminate(&mut self, id: u64, timeout: Duration) -> ExitStatus {
+        self.stop_with(id, libc::SIGTERM, timeout)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT...) to a node and waits up to
+    /// `timeout` for the process to exit; returns its exit status.
+    ///
+    /// # Panics
+    /// If the process is still running after `timeout`.
+    pub fn stop_with(&mut self, id: u64, signal: libc::c_int, timeout: Duration) -> ExitStatus {
+        let node = self.node_mut(id);
+        node.signal(signal);
+        let status = eventually(
+            &format!("node {id} to exit after signal {signal}"),
+            timeout,
+            || node.exited().ok_or_else(|| "still running".to_owned()),
+        );
+        node.child = None;
+        status
+    }
+
+    /// Starts node `id`, new to the cluster, on fresh ports with an empty
+    /// data dir and `--join` to node `via`'s RESP address, and waits until it
+    /// answers `PING`; the node then asks the cluster to add it (wait for
+    /// that with `INFO raft` or `RAFT.NODES`). Not for proxied clusters.
+    pub fn join_node(&mut self, id: u64, via: u64) {
+        assert!(!self.is_proxied(), "join_node needs direct peer links");
+        assert!(!self.nodes.contains_key(&id), "node {id} exists already");
+        let member = self.addrs(via).resp;
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("the cluster's temp dir")
+            .path()
+            .join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).expect("create node dir");
+        let ports = free_addrs(3);
+        self.nodes.insert(
+            id,
+            NodeProcess {
+                id,
+                addrs: NodeAddrs {
+                    resp: ports[0],
+                    peer: ports[1],
+                    http: ports[2],
+                },
+                data_dir: dir.join("data"),
+                log_path: dir.join("raftis.log"),
+                child: None,
+                starts: 0,
+                paused: false,
+                join: Some(member),
+            },
+        );
+        let (initial_cluster, env) = (self.initial_cluster.clone(), self.env.clone());
+        self.node_mut(id).spawn(&initial_cluster, &env);
+        if self.wait_ready(id, STARTUP_TIMEOUT).is_err() {
+            panic!("joining node {id} did not start:\n{}", self.node(id).log());
+        }
+    }
+
+    /// Kills node `id` (if it runs) and forgets it: a member removed from
+    /// the cluster, which the cluster's checks must no longer include.
+    pub fn forget(&mut self, id: u64) {
+        if let Some(mut node) = self.nodes.remove(&id) {
             node.kill();
         }
     }

@@ -14,10 +14,13 @@
 //! Run with `cargo test --test integration`; set `INTEGRATION_KEEP_DIR=1` to
 //! keep a failed test's data dirs and whole node logs.
 
+mod backup;
 mod checker;
+mod disk;
 mod faults;
 mod harness;
 mod history;
+mod membership;
 mod proxy;
 mod redis_benchmark;
 mod redis_cli;
@@ -25,4 +28,5 @@ mod redis_py;
 mod scenarios;
 mod startup;
 mod tools;
+mod transfer;
 mod workload;

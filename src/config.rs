@@ -92,9 +92,19 @@ pub struct Cli {
     #[arg(long, value_name = "LIST")]
     pub initial_cluster: Option<String>,
 
-    /// Join the cluster that the member at ADDR belongs to (not supported yet)
+    /// Join the running cluster that the member at ADDR (its RESP address) belongs to;
+    /// needs an empty --data-dir on first start, excludes --initial-cluster
     #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
+
+    /// DISASTER RECOVERY ONLY: make this node the only voter of its cluster,
+    /// keeping its data, when a majority of the voters is lost for good
+    #[arg(long)]
+    pub force_new_cluster: bool,
+
+    /// A tool to run instead of a node (backup, restore, status)
+    #[command(subcommand)]
+    pub tool: Option<crate::tool::Tool>,
 }
 
 /// The whole configuration of one node. See `config/default.toml` for what
@@ -130,6 +140,16 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The RESP address of a member of the cluster to join (`--join`), a
+    /// flag only: the node starts without initializing a cluster and asks
+    /// that member to add it.
+    #[serde(skip)]
+    pub join: Option<HostPort>,
+    /// `--force-new-cluster`, a flag only (never a key, so that it cannot
+    /// linger in a config file): rewrite the membership to this node alone
+    /// before starting. See `cluster::force_new_cluster`.
+    #[serde(skip)]
+    pub force_new_cluster: bool,
 }
 
 /// `[raft]`: timing and log compaction, with etcd-like timing defaults.
@@ -171,6 +191,10 @@ pub struct LimitsConfig {
 pub struct StorageConfig {
     /// Block cache size in MiB.
     pub cache_size_mb: u64,
+    /// Free space, in MiB, below which this node refuses writes (and
+    /// below half of which it stops taking new log entries); 0 disables
+    /// the check.
+    pub min_free_mb: u64,
 }
 
 /// `[telemetry]`: OpenTelemetry export.
@@ -221,6 +245,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             telemetry: TelemetryConfig::default(),
             log: LogConfig::default(),
+            join: None,
+            force_new_cluster: false,
         }
     }
 }
@@ -251,7 +277,10 @@ impl Default for LimitsConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { cache_size_mb: 64 }
+        Self {
+            cache_size_mb: 64,
+            min_free_mb: 256,
+        }
     }
 }
 
@@ -282,21 +311,42 @@ impl Config {
     /// [`ConfigError::File`] if the file cannot be read or is not TOML;
     /// [`ConfigError::Key`] naming the key and where it came from if a key is
     /// unknown, has the wrong type or an invalid value;
-    /// [`ConfigError::Unsupported`] for `--join`.
+    /// [`ConfigError::Join`] for a `--join` address that is not host:port,
+    /// or given with `initial_cluster`.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        if cli.join.is_some() {
-            return Err(ConfigError::Unsupported(
-                "--join is not supported yet; start every member with the same --initial-cluster",
-            ));
-        }
+        let join = match &cli.join {
+            None => None,
+            Some(addr) => Some(
+                addr.parse::<HostPort>()
+                    .map_err(|why| ConfigError::Join(format!("--join: {why}")))?,
+            ),
+        };
         let mut figment = Figment::from(Layer::defaults());
         if let Some(path) = &cli.config {
             figment = figment.merge(Layer::file(path)?);
         }
         let figment = figment.merge(Layer::env()).merge(Layer::flags(cli));
-        let config: Config = figment
+        let mut config: Config = figment
             .extract()
             .map_err(|error| from_figment(&figment, error))?;
+        config.join = join;
+        config.force_new_cluster = cli.force_new_cluster;
+        if config.force_new_cluster && config.join.is_some() {
+            return Err(ConfigError::Join(
+                "--force-new-cluster cannot be combined with --join: it starts a new \
+                 cluster from this node's own data"
+                    .into(),
+            ));
+        }
+        if config.join.is_some() && config.initial_cluster.is_some() {
+            let origin = origin_of(&figment, "initial_cluster")
+                .map(|(_, o)| format!(" (initial_cluster from {o})"))
+                .unwrap_or_default();
+            return Err(ConfigError::Join(format!(
+                "--join cannot be combined with initial_cluster{origin}: a joining node \
+                 gets its members from the cluster it joins"
+            )));
+        }
         config
             .check()
             .map_err(|violation| violation.blame(|key| origin_of(&figment, key)))?;
@@ -414,6 +464,15 @@ impl Config {
             return Err(Violation::key(
                 "storage.cache_size_mb",
                 "must be at least 1",
+            ));
+        }
+        if self.storage.min_free_mb > MAX_MIN_FREE_MB {
+            return Err(Violation::key(
+                "storage.min_free_mb",
+                format!(
+                    "{} is more than {MAX_MIN_FREE_MB} (1 TiB); the value is in MiB (0 disables the check)",
+                    self.storage.min_free_mb
+                ),
             ));
         }
         self.telemetry.check()?;
@@ -545,10 +604,19 @@ impl LimitsConfig {
     }
 }
 
+/// Largest `storage.min_free_mb` accepted (1 TiB): a larger value is most
+/// likely a size given in bytes, which would refuse every write.
+const MAX_MIN_FREE_MB: u64 = 1024 * 1024;
+
 impl StorageConfig {
     /// Block cache size in bytes.
     pub fn cache_size_bytes(&self) -> u64 {
         self.cache_size_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// `min_free_mb` in bytes; 0 when the free-space check is disabled.
+    pub fn min_free_bytes(&self) -> u64 {
+        self.min_free_mb.saturating_mul(1024 * 1024)
     }
 }
 
@@ -807,6 +875,9 @@ pub enum ConfigError {
     /// The configuration asks for something this version cannot do.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// `--join` is malformed or contradicts another setting.
+    #[error("invalid config: {0}")]
+    Join(String),
 }
 
 fn origin_suffix(origin: Option<&str>) -> String {
@@ -1469,6 +1540,7 @@ mod tests {
                 ("RAFTIS_LIMITS__CLIENT_QUERY_BUFFER_LIMIT", "0", "limits.client_query_buffer_limit", "must be at least 1"),
                 ("RAFTIS_LIMITS__PROTO_MAX_BULK_LEN", "2000000000", "limits.proto_max_bulk_len", "must not exceed limits.client_query_buffer_limit (1073741824)"),
                 ("RAFTIS_STORAGE__CACHE_SIZE_MB", "0", "storage.cache_size_mb", "must be at least 1"),
+                ("RAFTIS_STORAGE__MIN_FREE_MB", "268435456", "storage.min_free_mb", "268435456 is more than 1048576 (1 TiB); the value is in MiB (0 disables the check)"),
                 ("RAFTIS_TELEMETRY__SAMPLE_RATIO", "1.5", "telemetry.sample_ratio", "1.5 is not between 0 and 1"),
                 ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "localhost:4317", "telemetry.otlp_endpoint", "'localhost:4317' is not an http:// or https:// URL (leave the key out to export nothing)"),
                 ("RAFTIS_LOG__LEVEL", "infoo", "log.level", "'infoo' is not a level (trace, debug, info, warn, error, off) or a target=level directive"),
@@ -1488,6 +1560,26 @@ mod tests {
             clear_env(jail);
             jail.set_env("RAFTIS_LOG__LEVEL", "debug,openraft=warn");
             assert_eq!(load(&["raftis"])?.log.level, "debug,openraft=warn");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn min_free_mb_defaults_to_256_and_zero_disables_the_check() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            let config = load(&["raftis"])?;
+            assert_eq!(config.storage.min_free_mb, 256);
+            assert_eq!(config.storage.min_free_bytes(), 256 * 1024 * 1024);
+            jail.create_file("d.toml", "[storage]\nmin_free_mb = 0\n")?;
+            let config = load(&["raftis", "--config", "d.toml"])?;
+            assert_eq!(config.storage.min_free_bytes(), 0);
+            jail.create_file("t.toml", "[storage]\nmin_free_mb = 1048577\n")?;
+            let line = load_err(&["raftis", "--config", "t.toml"])?;
+            assert_line(
+                &line,
+                "invalid config: key 'storage.min_free_mb' (from config file t.toml): 1048577 is more than 1048576 (1 TiB); the value is in MiB (0 disables the check)",
+            )?;
             Ok(())
         });
     }
@@ -1534,13 +1626,45 @@ mod tests {
     }
 
     #[test]
-    fn join_is_refused() {
+    fn join_is_parsed() {
         Jail::expect_with(|jail| {
             clear_env(jail);
-            let line = load_err(&["raftis", "--join", "127.0.0.1:16379"])?;
+            let config = load(&["raftis", "--id", "4", "--join", "127.0.0.1:6379"])?;
+            assert_eq!(config.join, Some(HostPort::new("127.0.0.1", 6379)));
+            assert_eq!(config.initial_cluster, None);
+            assert_eq!(load(&["raftis"])?.join, None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn join_must_be_an_address() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            let line = load_err(&["raftis", "--join", "nowhere"])?;
             assert_line(
                 &line,
-                "--join is not supported yet; start every member with the same --initial-cluster",
+                "invalid config: --join: 'nowhere' is not a host:port address (no port; e.g. 127.0.0.1:6379)",
+            )
+        });
+    }
+
+    #[test]
+    fn join_excludes_initial_cluster() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            let line = load_err(&[
+                "raftis",
+                "--join",
+                "127.0.0.1:6379",
+                "--initial-cluster",
+                "1=127.0.0.1:16379",
+            ])?;
+            assert_line(
+                &line,
+                "invalid config: --join cannot be combined with initial_cluster \
+                 (initial_cluster from command-line flag --initial-cluster): a joining node \
+                 gets its members from the cluster it joins",
             )
         });
     }

@@ -36,6 +36,12 @@
 //! file, environment and flags; [`error`] is the top of the error types, each
 //! layer's error mapping to a RESP error prefix.
 //!
+//! Operators drive the cluster through the same RESP port (`RAFT.NODE`,
+//! `RAFT.NODES`, `RAFT.TRANSFER_LEADER`, `RAFT.BACKUP`, `SHUTDOWN`, carried to
+//! the leader from any node) and through [`tool`], the `raftis backup`,
+//! `restore` and `status` subcommands, which talk RESP with
+//! [`resp_client`] or, for `restore`, write a new data dir offline.
+//!
 //! # Caveats
 //!
 //! - Only strings (and the key-space commands over them) exist so far; the
@@ -46,13 +52,20 @@
 //!   apply twice. Clients decide.
 //! - `READONLY` connections read the local applied state with no freshness
 //!   bound: after a partition heals, a lagging node may answer with old data.
-//! - Membership is fixed at bootstrap (`initial_cluster`); changing it,
-//!   leader transfer and backups come with the operations work.
+//! - A cluster's identity is its members' ids and logs, nothing more: a
+//!   node whose data dir was wiped and that is started again with the same
+//!   id and `initial_cluster` initializes afresh and could vote twice in a
+//!   term (etcd's cluster id and member ids would catch it). Replace a lost
+//!   member under a new id (docs/operations.md).
+//! - `--force-new-cluster` gives up what the lost majority committed but
+//!   never sent to the surviving node; it is a last resort by design.
 
 pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod error;
 pub mod node;
+pub mod resp_client;
 pub mod server;
 pub mod storage;
+pub mod tool;

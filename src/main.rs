@@ -1,6 +1,9 @@
-//! The `raftis` binary: command line → configuration → logging → node.
+//! The `raftis` binary: command line → configuration → logging → node, or
+//! command line → tool.
 //!
-//! `main` parses the flags with clap, merges them with the defaults, the
+//! `main` parses the flags with clap. A subcommand (`backup`, `restore`,
+//! `status`) runs that tool instead of a node (`raftis::tool`), with the
+//! same exit codes. Otherwise `main` merges the flags with the defaults, the
 //! config file and the environment in [`Config::load`], and stops with one
 //! line on stderr and exit code 2 if the configuration is refused (the code
 //! clap uses for usage errors, so scripts can tell "bad invocation" from "the
@@ -20,6 +23,9 @@ const EXIT_USAGE: u8 = 2;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(tool) = cli.tool.clone() {
+        return raftis::tool::run(tool).await;
+    }
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(error) => {

@@ -4,19 +4,38 @@
 //! `main` loads the configuration and calls [`run`]; tests call [`start`]
 //! with listeners they bound themselves (port 0). Starting opens storage and
 //! Raft (`cluster::Cluster::start`), then serves RESP clients on the client
-//! listener until told to stop. Stopping drains client connections first, then
-//! stops Raft, so every handle on the database is gone when it returns.
+//! listener until told to stop. With `--join`, a node that is not a voter
+//! yet asks a member of the cluster to add it, in the background (see
+//! `cluster::membership::join_cluster`).
+//!
+//! Stopping is one path however it is asked for (SIGTERM or SIGINT in [`run`],
+//! the `SHUTDOWN` command, [`RunningNode::shutdown`] and [`RunningNode::stop`]
+//! in tests): a [`StopMode`] is requested through the node's [`StopControl`],
+//! and a lifecycle task started with the node carries it out. A graceful stop
+//! first hands leadership to another voter if this node leads (bounded by a
+//! few election timeouts), so the cluster does not wait for an election
+//! timeout to notice the leader is gone; then it stops accepting clients,
+//! lets open connections finish the batch they are running (their requests
+//! now reach the new leader) and closes them, waits until this node has
+//! applied what it proposed as leader (whoever proposed it hears the outcome
+//! from this node's apply), and stops Raft. An immediate stop skips the
+//! handoff and that last wait. Either way every handle on the database is
+//! gone once the node has stopped.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::config::Config;
 use crate::error::Error;
+use crate::server::ServerState;
 use crate::storage::Store;
 
 /// Everything a command may need.
@@ -27,14 +46,113 @@ pub struct Node {
     pub store: Arc<Store>,
     /// Raft: writes, read barriers, status.
     pub cluster: Cluster,
+    /// Asks this node to stop (the `SHUTDOWN` command, signals, tests).
+    pub stop: StopControl,
+    /// Why the cluster refused to add this node (`--join`), which stopped it.
+    join_refused: std::sync::OnceLock<String>,
 }
 
-/// A node that is serving; stop it with [`RunningNode::stop`].
+/// How a node stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Hand leadership over first if this node leads, drain clients, let
+    /// what this node proposed apply, then stop Raft: SIGTERM, SIGINT,
+    /// `SHUTDOWN`.
+    Graceful,
+    /// Drain clients and stop Raft, leader or not (the others elect a
+    /// leader after an election timeout): `SHUTDOWN NOW`, and tests that
+    /// stop a node as a crash would.
+    Immediate,
+}
+
+/// Stop requests for one node. The first request wins; the node's
+/// lifecycle task (started by [`start`]) carries it out.
+#[derive(Debug)]
+pub struct StopControl {
+    requested: watch::Sender<Option<StopMode>>,
+    /// Connections whose command waits for the stop to close them.
+    parked: AtomicUsize,
+}
+
+impl StopControl {
+    fn new() -> StopControl {
+        StopControl {
+            requested: watch::Sender::new(None),
+            parked: AtomicUsize::new(0),
+        }
+    }
+
+    /// Asks the node to stop. Returns false when a stop was asked for
+    /// already: the first request's mode stands.
+    pub fn request(&self, mode: StopMode) -> bool {
+        self.requested.send_if_modified(|requested| {
+            if requested.is_some() {
+                return false;
+            }
+            *requested = Some(mode);
+            true
+        })
+    }
+
+    /// The stop asked for, if any.
+    #[must_use]
+    pub fn requested(&self) -> Option<StopMode> {
+        *self.requested.borrow()
+    }
+
+    /// Asks the node to stop and never returns: for a command that, as
+    /// Redis's `SHUTDOWN` does, closes its own connection without a reply.
+    /// Its connection is counted as parked, so the drain does not wait for
+    /// it, and it is closed when the node stops serving.
+    pub async fn request_and_park(&self, mode: StopMode) -> Infallible {
+        // Counted before the request, so the drain never sees the request
+        // without this connection being known as parked.
+        let _parked = Parked::new(&self.parked);
+        self.request(mode);
+        std::future::pending().await
+    }
+
+    /// Waits for a stop request.
+    async fn wait(&self) -> StopMode {
+        let mut rx = self.requested.subscribe();
+        loop {
+            if let Some(mode) = *rx.borrow_and_update() {
+                return mode;
+            }
+            // The sender lives as long as `self`: this never fails here.
+            if rx.changed().await.is_err() {
+                return StopMode::Immediate;
+            }
+        }
+    }
+}
+
+/// Counts a parked connection while it exists.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Parked(count)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A node that is serving; stop it with [`RunningNode::shutdown`] or
+/// [`RunningNode::stop`], or wait for a `SHUTDOWN` with
+/// [`RunningNode::stopped`].
 pub struct RunningNode {
     node: Arc<Node>,
     resp_addr: SocketAddr,
-    stop_tx: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    /// Carries out the stop; ends when the node has stopped.
+    lifecycle: Option<JoinHandle<()>>,
+    /// The RESP server, aborted if this handle is dropped while it runs.
+    server: AbortHandle,
 }
 
 impl RunningNode {
@@ -50,29 +168,89 @@ impl RunningNode {
         self.resp_addr
     }
 
-    /// Stops serving clients (open connections are closed), then stops Raft.
+    /// Stops serving clients (open connections are closed after the batch
+    /// they are running), then stops Raft, without handing leadership over
+    /// ([`StopMode::Immediate`]). A stop asked for earlier keeps its mode.
     pub async fn stop(mut self) {
-        self.stop_inner().await;
+        self.node.stop.request(StopMode::Immediate);
+        self.stopped().await;
     }
 
-    async fn stop_inner(&mut self) {
-        if let Some(tx) = self.stop_tx.take() {
-            let _ = tx.send(());
+    /// Stops gracefully ([`StopMode::Graceful`]): hands leadership over if
+    /// this node leads, then stops as [`RunningNode::stop`] does.
+    pub async fn shutdown(mut self) {
+        self.node.stop.request(StopMode::Graceful);
+        self.stopped().await;
+    }
+
+    /// Waits until the node has stopped, however that was asked for.
+    pub async fn stopped(&mut self) {
+        if let Some(lifecycle) = self.lifecycle.as_mut() {
+            if let Err(e) = lifecycle.await {
+                tracing::error!(error = %e, "node lifecycle task failed");
+            }
+            self.lifecycle = None;
         }
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
-        }
-        self.node.cluster.shutdown().await;
     }
 }
 
 impl Drop for RunningNode {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop_tx.take() {
-            let _ = tx.send(());
+        if let Some(lifecycle) = self.lifecycle.take() {
+            lifecycle.abort();
         }
-        if let Some(server) = self.server.take() {
+        self.server.abort();
+    }
+}
+
+/// How long a leader that is stopping tries to hand leadership over:
+/// a few election timeouts, never more than the request timeout (clients
+/// wait that long for a leader anyway).
+fn handoff_bound(config: &Config) -> Duration {
+    Duration::from_millis(config.raft.election_timeout_max_ms.saturating_mul(3))
+        .min(config.request_timeout())
+}
+
+/// How often the drain checks whether only parked connections are left.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// Carries out the first stop asked of `node`: see the module docs.
+async fn lifecycle(
+    node: Arc<Node>,
+    server: JoinHandle<()>,
+    state: Arc<ServerState>,
+    stop_serving: oneshot::Sender<()>,
+) {
+    let mode = node.stop.wait().await;
+    if mode == StopMode::Graceful {
+        node.cluster
+            .hand_off_leadership(handoff_bound(&node.config))
+            .await;
+    }
+    let _ = stop_serving.send(());
+    drain(&node, server, &state).await;
+    if mode == StopMode::Graceful && !node.cluster.settle(node.config.request_timeout()).await {
+        tracing::warn!("stopping before every entry in this node's log was applied");
+    }
+    node.cluster.shutdown().await;
+}
+
+/// Waits until every connection has finished its batch and closed, except
+/// those parked by a `SHUTDOWN` (closed here by ending the server), and at
+/// most a request timeout: a batch never waits longer than that on the
+/// cluster.
+async fn drain(node: &Node, mut server: JoinHandle<()>, state: &ServerState) {
+    let deadline = Instant::now() + node.config.request_timeout() + Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = &mut server => return,
+            () = tokio::time::sleep(DRAIN_POLL) => {}
+        }
+        let only_parked = state.connected_clients() <= node.stop.parked.load(Ordering::SeqCst);
+        if only_parked || Instant::now() >= deadline {
             server.abort();
+            let _ = server.await;
+            return;
         }
     }
 }
@@ -107,7 +285,50 @@ fn cluster_options(
         request_timeout: config.request_timeout(),
         raft: config.raft.clone(),
         cache_size_bytes: config.storage.cache_size_bytes(),
+        min_free_bytes: config.storage.min_free_bytes(),
+        join: config.join.is_some(),
+        force_new_cluster: config.force_new_cluster,
     }
+}
+
+/// With `--join`, asks the cluster to add this node (in the background:
+/// the node must serve its peer port meanwhile, for the leader to catch it
+/// up), unless it is a voter already (a restart) or was removed. A join
+/// the cluster refuses for good stops the node.
+fn spawn_join(node: &Arc<Node>, advertised_peer: String) {
+    let Some(addr) = node.config.join.as_ref().map(ToString::to_string) else {
+        return;
+    };
+    let status = node.cluster.status();
+    if status.removed || status.voters.contains(&node.config.id) {
+        return;
+    }
+    // Weak: a join still retrying must not keep a stopped node's database open.
+    let weak = Arc::downgrade(node);
+    let (id, timeout) = (node.config.id, node.config.request_timeout());
+    tokio::spawn(async move {
+        let stopping = async {
+            loop {
+                tokio::time::sleep(DRAIN_POLL * 10).await;
+                match weak.upgrade() {
+                    Some(node) if node.stop.requested().is_none() => {}
+                    _ => return,
+                }
+            }
+        };
+        tokio::select! {
+            joined = crate::cluster::membership::join_cluster(&addr, id, &advertised_peer, timeout) => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "stopping");
+                    if let Some(node) = weak.upgrade() {
+                        let _ = node.join_refused.set(e.to_string());
+                        node.stop.request(StopMode::Immediate);
+                    }
+                }
+            }
+            () = stopping => {}
+        }
+    });
 }
 
 /// Starts a node on listeners the caller bound.
@@ -122,14 +343,23 @@ pub async fn start(
     let resp_addr = resp.local_addr()?;
     let peer_addr = peer.local_addr()?;
     let options = cluster_options(&config, resp_addr, peer_addr);
+    let advertised_peer = options.peer_addr.clone();
     let (cluster, store) = Cluster::start(options, peer).await?;
     let node = Arc::new(Node {
         config: Arc::new(config),
         store,
         cluster,
+        stop: StopControl::new(),
+        join_refused: std::sync::OnceLock::new(),
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let serving = crate::server::listener::serve_node(resp, node.clone(), async move {
+    // Built here rather than by `serve_node`, so that the drain can count
+    // the connections still open.
+    let state = Arc::new(ServerState::new(
+        crate::server::Settings::from(&*node.config),
+        crate::command::table::command_names(),
+    ));
+    let serving = crate::server::serve(resp, node.clone(), state.clone(), async move {
         let _ = stop_rx.await;
     });
     let server = tokio::spawn(async move {
@@ -137,27 +367,47 @@ pub async fn start(
             tracing::error!(error = %e, "RESP server stopped");
         }
     });
+    let server_abort = server.abort_handle();
+    let lifecycle = tokio::spawn(lifecycle(node.clone(), server, state, stop_tx));
+    spawn_join(&node, advertised_peer);
     tracing::info!(id = node.config.id, %resp_addr, %peer_addr, "raftis node started");
     Ok(RunningNode {
         node,
         resp_addr,
-        stop_tx: Some(stop_tx),
-        server: Some(server),
+        lifecycle: Some(lifecycle),
+        server: server_abort,
     })
 }
 
-/// Binds the configured addresses, serves until SIGINT or SIGTERM, then
-/// stops cleanly.
+/// Binds the configured addresses and serves until SIGINT, SIGTERM or
+/// `SHUTDOWN`, then stops gracefully (see the module docs).
 ///
 /// # Errors
-/// An address that cannot be bound, or storage or Raft that cannot start.
+/// An address that cannot be bound, storage or Raft that cannot start, or
+/// a `--join` the cluster refused for good.
 pub async fn run(config: Config) -> Result<(), Error> {
     let resp = bind("listen", config.listen.to_string()).await?;
     let peer = bind("peer_listen", config.peer_listen_addr().to_string()).await?;
-    let node = start(config, resp, peer).await?;
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    node.stop().await;
+    // Installed before the node serves: a signal that found the default
+    // action would end the process without a handoff.
+    let mut signals = StopSignals::install()?;
+    let mut node = start(config, resp, peer).await?;
+    let signalled = tokio::select! {
+        () = signals.recv() => true,
+        () = node.stopped() => false,
+    };
+    if signalled {
+        tracing::info!("shutting down");
+        node.node().stop.request(StopMode::Graceful);
+    }
+    node.stopped().await;
+    if let Some(why) = node.node().join_refused.get() {
+        return Err(crate::cluster::ClusterError::Startup {
+            what: "joining the cluster",
+            source: std::io::Error::other(why.clone()),
+        }
+        .into());
+    }
     Ok(())
 }
 
@@ -168,11 +418,26 @@ async fn bind(key: &'static str, addr: String) -> Result<TcpListener, Error> {
     }
 }
 
-async fn wait_for_signal() -> Result<(), Error> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, the signals that stop a node.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    /// Waits for the next one.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -34,6 +34,10 @@ pub struct Core {
     pub applied_clock: Arc<AtomicU64>,
     /// Follower read-index rounds.
     pub read_batch: super::read::ReadIndexBatch,
+    /// Free disk space: refuses writes when low (`disk_guard.rs`).
+    pub disk: Arc<super::disk_guard::DiskGuard>,
+    /// Whether this node was removed, and who left (`membership.rs`).
+    pub removed: super::membership::RemovalState,
 }
 
 /// Milliseconds since the Unix epoch by this node's clock.

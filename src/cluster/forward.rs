@@ -12,10 +12,14 @@
 //! request never left this node). When it may have been proposed (a lost
 //! connection, a timeout), the client gets `-TIMEOUT`: retrying could apply
 //! an INCR twice.
+//!
+//! Other requests that must run on the leader (a leader transfer) take the
+//! same path with the same rules: they implement [`LeaderCall`] and go
+//! through [`Cluster::on_leader`].
 
 use std::time::{Duration, Instant};
 
-use super::core::now_ms;
+use super::core::{now_ms, Core};
 use super::network::CallError;
 use super::op::{Op, OpResult};
 use super::rpc::{PeerRequest, PeerResponse, RemoteError};
@@ -24,6 +28,59 @@ use super::{Cluster, ClusterError};
 /// Longest wait between retries while there is no usable leader.
 pub(super) const RETRY_WAIT: Duration = Duration::from_millis(20);
 
+/// A request that must run on whichever node leads: a write, a leader
+/// transfer. [`Cluster::on_leader`] finds the leader and applies the write
+/// path's retry rules to any such request.
+pub(super) trait LeaderCall: Sync {
+    /// What the leader answers.
+    type Output: Send;
+
+    /// Runs the request here, this node being the leader (as far as it
+    /// knows); give up by `deadline`.
+    fn run_local<'a>(
+        &'a self,
+        core: &'a Core,
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<Self::Output, RemoteError>> + Send + 'a;
+
+    /// The peer request that carries it to a remote leader, whose caller
+    /// gives up at `deadline_ms` (wall clock).
+    fn to_peer(&self, deadline_ms: u64) -> PeerRequest;
+
+    /// The output in the remote leader's answer, `None` when the answer
+    /// does not fit the request.
+    fn from_peer(response: PeerResponse) -> Option<Self::Output>;
+}
+
+/// A client write, proposed on the leader.
+struct ForwardedWrite(Op);
+
+impl LeaderCall for ForwardedWrite {
+    type Output = OpResult;
+
+    fn run_local<'a>(
+        &'a self,
+        core: &'a Core,
+        _deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<OpResult, RemoteError>> + Send + 'a {
+        core.propose_local(self.0.clone())
+    }
+
+    fn to_peer(&self, deadline_ms: u64) -> PeerRequest {
+        PeerRequest::Forward {
+            op: self.0.clone(),
+            deadline_ms,
+        }
+    }
+
+    fn from_peer(response: PeerResponse) -> Option<OpResult> {
+        match response {
+            PeerResponse::Forwarded(result) => Some(result),
+            _ => None,
+        }
+    }
+}
+
 impl Cluster {
     /// Replicates `op` and returns the result of applying it.
     ///
@@ -31,17 +88,51 @@ impl Cluster {
     /// [`ClusterError::Unavailable`] when no leader accepted the write within
     /// the request timeout (not applied), [`ClusterError::Timeout`] when it
     /// was proposed but its outcome was not seen.
+    ///
+    /// [`ClusterError::NoSpace`] when this node is low on disk space
+    /// (refused at once), or when the leader was and did not hand
+    /// leadership to another node within the request timeout (not applied).
     pub async fn write(&self, op: Op) -> Result<OpResult, ClusterError> {
+        self.core.refuse_if_removed()?;
+        if let Some(why) = self.core.disk.write_refusal() {
+            return Err(ClusterError::NoSpace(why));
+        }
+        if let Some(why) = super::disk_guard::raft_stopped(&self.core) {
+            return Err(ClusterError::Unavailable(why));
+        }
+        self.on_leader(&ForwardedWrite(op)).await
+    }
+
+    /// Runs `call` on the leader: here when this node leads, else over the
+    /// peer channel, waiting for a leader and retrying while the failure
+    /// proves the request was not carried out (no leader, not the leader,
+    /// not sent), up to the request timeout.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] when no leader took the request in
+    /// time (not carried out), [`ClusterError::Timeout`] when it may have
+    /// been carried out but the answer was not seen.
+    pub(super) async fn on_leader<C: LeaderCall>(
+        &self,
+        call: &C,
+    ) -> Result<C::Output, ClusterError> {
         let core = &self.core;
+        core.refuse_if_removed()?;
         let deadline = Instant::now() + core.request_timeout;
         let mut last_reason = String::from("no leader");
+        // A leader low on disk space refuses, then hands leadership over:
+        // keep trying until the deadline, and if it never moved, say why.
+        let mut leader_no_space = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(ClusterError::Unavailable(last_reason));
+                return Err(match leader_no_space {
+                    Some(why) if why == last_reason => ClusterError::NoSpace(why),
+                    _ => ClusterError::Unavailable(last_reason),
+                });
             }
             match core.current_leader() {
-                Some(leader) if leader == core.id => match core.propose_local(op.clone()).await {
+                Some(leader) if leader == core.id => match call.run_local(core, deadline).await {
                     Ok(result) => return Ok(result),
                     Err(RemoteError::Unknown(why)) => return Err(ClusterError::Timeout(why)),
                     Err(e) => last_reason = e.to_string(),
@@ -52,21 +143,22 @@ impl Cluster {
                         core.wait_for_change(RETRY_WAIT.min(remaining)).await;
                         continue;
                     };
-                    let forward = PeerRequest::Forward {
-                        op: op.clone(),
-                        deadline_ms: now_ms().saturating_add(
+                    let request =
+                        call.to_peer(now_ms().saturating_add(
                             u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
-                        ),
-                    };
-                    match channel.call(forward, remaining).await {
-                        Ok(PeerResponse::Forwarded(result)) => return Ok(result),
-                        Ok(_) => {
-                            return Err(ClusterError::Timeout(
-                                "unexpected reply from the leader".into(),
-                            ))
+                        ));
+                    match channel.call(request, remaining).await {
+                        Ok(response) => {
+                            return C::from_peer(response).ok_or_else(|| {
+                                ClusterError::Timeout("unexpected reply from the leader".into())
+                            })
                         }
                         Err(CallError::Remote(_, RemoteError::Unknown(why))) => {
                             return Err(ClusterError::Timeout(why))
+                        }
+                        Err(CallError::Remote(_, RemoteError::NoSpace(why))) => {
+                            last_reason.clone_from(&why);
+                            leader_no_space = Some(why);
                         }
                         Err(e @ (CallError::Unreachable(..) | CallError::Remote(..))) => {
                             last_reason = e.to_string();

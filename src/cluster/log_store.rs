@@ -30,6 +30,10 @@ use openraft::{OptionalSend, RaftLogReader};
 
 use super::types::{Entry, LogId, TypeConfig, Vote};
 
+/// Keyspace of the entries, by big-endian index.
+const LOG_KEYSPACE: &str = "raft_log";
+/// Keyspace of the vote, committed and purged log ids.
+const META_KEYSPACE: &str = "raft_meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
@@ -55,10 +59,10 @@ impl LogStore {
     /// Any fjall error opening the keyspaces, or failure to start the thread.
     pub fn open(db: &Database) -> Result<Self, io::Error> {
         let log = db
-            .keyspace("raft_log", KeyspaceCreateOptions::default)
+            .keyspace(LOG_KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(io::Error::other)?;
         let meta = db
-            .keyspace("raft_meta", KeyspaceCreateOptions::default)
+            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(io::Error::other)?;
         let (tx, rx) = mpsc::channel();
         let flush_db = db.clone();
@@ -85,6 +89,76 @@ impl LogStore {
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), io::Error> {
         let bytes = postcard::to_allocvec(value).map_err(invalid_data)?;
         self.inner.meta.insert(key, bytes).map_err(io::Error::other)
+    }
+
+    /// Seeds the empty log in `db` for a member of a cluster restored from a
+    /// backup taken at `last`: records the log as purged through `last` (so
+    /// the log starts right after the restored state, and a member that
+    /// needs anything older is sent the snapshot) and stores `vote`, then
+    /// fsyncs. openraft then starts the node as initialized, with `last` as
+    /// its last log id. Starts no flusher thread, so the database closes as
+    /// soon as the caller drops it.
+    ///
+    /// # Errors
+    /// A log that is not empty (`AlreadyExists`), or any fjall error.
+    pub(crate) fn seed_restored(db: &Database, last: &LogId, vote: &Vote) -> Result<(), io::Error> {
+        let log = db
+            .keyspace(LOG_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(io::Error::other)?;
+        let meta = db
+            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(io::Error::other)?;
+        let taken = |key: &[u8]| meta.get(key).map(|v| v.is_some()).map_err(io::Error::other);
+        if log.first_key_value().is_some() || taken(KEY_PURGED)? || taken(KEY_VOTE)? {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the raft log is not empty",
+            ));
+        }
+        let mut batch = db.batch();
+        batch.insert(
+            &meta,
+            KEY_PURGED,
+            postcard::to_allocvec(last).map_err(invalid_data)?,
+        );
+        batch.insert(
+            &meta,
+            KEY_VOTE,
+            postcard::to_allocvec(vote).map_err(invalid_data)?,
+        );
+        batch.commit().map_err(io::Error::other)?;
+        db.persist(PersistMode::SyncAll).map_err(io::Error::other)
+    }
+
+    /// Bytes the node's whole database (journal and every keyspace: log,
+    /// state machine, data) takes on disk.
+    ///
+    /// # Errors
+    /// Any fjall error.
+    pub(crate) fn database_disk_space(&self) -> Result<u64, io::Error> {
+        self.inner.db.disk_space().map_err(io::Error::other)
+    }
+
+    /// The first and last index in the log, `None` when it is empty.
+    ///
+    /// # Errors
+    /// Any fjall error, or a key that is not an index.
+    pub(crate) fn index_bounds(&self) -> Result<(Option<u64>, Option<u64>), io::Error> {
+        let index = |key: &[u8]| -> Result<u64, io::Error> {
+            let bytes: [u8; 8] = key
+                .try_into()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad log key"))?;
+            Ok(u64::from_be_bytes(bytes))
+        };
+        let first = match self.inner.log.first_key_value() {
+            Some(guard) => Some(index(&guard.key().map_err(io::Error::other)?)?),
+            None => None,
+        };
+        let last = match self.inner.log.last_key_value() {
+            Some(guard) => Some(index(&guard.key().map_err(io::Error::other)?)?),
+            None => None,
+        };
+        Ok((first, last))
     }
 
     /// Removes every entry whose index is in `range`, in one batch.

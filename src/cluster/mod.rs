@@ -43,23 +43,30 @@
 //!   de-duplicate with, so a retry could apply a non-idempotent op twice.
 //! - Installing a snapshot copies the received file once more into the
 //!   snapshot directory; a large state costs twice its size on disk briefly.
-//! - Membership is static (`initial_cluster`); joint-consensus changes come
-//!   with the operations work. Nothing yet checks that every member was
-//!   given the same list, nor stops a node whose data dir was wiped from
-//!   initializing again (etcd's cluster id would).
+//! - A cluster starts from `initial_cluster` (or one node alone); later
+//!   changes go through `RAFT.NODE` and `--join` (`membership.rs`, joint
+//!   consensus; `force_new_cluster.rs` for a quorum lost for good). Nothing
+//!   checks that every member was given the same list, nor stops a node
+//!   whose data dir was wiped from initializing again (etcd's cluster id
+//!   would).
 //! - Reads hide expired keys by this node's clock (floored as above): with
 //!   clocks far apart, a key may look expired on one node shortly before it
 //!   does on another, until the leader's deletion is applied everywhere.
 
+pub mod backup;
 pub mod core;
+pub mod disk_guard;
+pub mod force_new_cluster;
 pub mod forward;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod op;
 pub mod read;
 pub mod rpc;
 pub mod rpc_server;
 pub mod state_machine;
+pub mod transfer;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -94,6 +101,11 @@ pub enum ClusterError {
     /// Proposed, but the outcome was not seen in time.
     #[error("TIMEOUT {0}")]
     Timeout(String),
+    /// Not applied: this node (or the leader) is low on disk space
+    /// (`disk_guard.rs`). Redis's prefix for "persistence failing, writes
+    /// refused".
+    #[error("MISCONF {0}")]
+    NoSpace(String),
     /// The node could not start its Raft layer.
     #[error("cannot start the cluster layer: {what}: {source}")]
     Startup {
@@ -112,6 +124,7 @@ impl ClusterError {
         match self {
             ClusterError::Unavailable(_) => "CLUSTERDOWN",
             ClusterError::Timeout(_) => "TIMEOUT",
+            ClusterError::NoSpace(_) => "MISCONF",
             ClusterError::Startup { .. } => "ERR",
         }
     }
@@ -149,6 +162,13 @@ pub struct ClusterOptions {
     pub raft: RaftConfig,
     /// fjall block cache size, bytes.
     pub cache_size_bytes: u64,
+    /// Free bytes below which this node refuses writes (`storage.min_free_mb`); 0: never.
+    pub min_free_bytes: u64,
+    /// Start without initializing a cluster: this node joins an existing
+    /// one (`--join`), whose leader adds it and replicates to it.
+    pub join: bool,
+    /// Make this node the only voter before Raft starts (`--force-new-cluster`).
+    pub force_new_cluster: bool,
 }
 
 /// A snapshot of this node's Raft state, for INFO and admin commands.
@@ -179,6 +199,17 @@ pub struct RaftStatus {
     /// Highest log index purged from this node's log, 0 if none: a node
     /// lagging behind it can only catch up through a snapshot.
     pub purged_index: u64,
+    /// Voters needed for a decision: floor(voters/2)+1.
+    pub quorum: usize,
+    /// Voters that may fail with the cluster still working: floor((voters-1)/2).
+    pub failure_tolerance: usize,
+    /// The voter count is even (no more tolerance than one voter fewer).
+    pub voters_even: bool,
+    /// This node was removed from the cluster and serves nothing.
+    pub removed: bool,
+    /// Every member with replication facts, when this node leads (empty
+    /// otherwise: only the leader knows them; `RAFT.NODES` asks it).
+    pub nodes: Vec<membership::NodeInfo>,
 }
 
 /// This node's handle on the Raft group.
@@ -220,9 +251,28 @@ impl Cluster {
             what: "opening the store",
             source: io::Error::other(e),
         })?);
-        let log_store =
+        let mut log_store =
             LogStore::open(&db).map_err(ClusterError::startup("opening the raft log"))?;
+        if opts.force_new_cluster {
+            let forced =
+                force_new_cluster::force_new_cluster(&mut log_store, opts.id, &opts.peer_addr)
+                    .await
+                    .map_err(ClusterError::startup("forcing a new cluster"))?;
+            tracing::warn!(
+                term = forced.term,
+                index = forced.index,
+                "--force-new-cluster: this node is now the only voter of its cluster; \
+                 add members back with RAFT.NODE ADD and never restart the old ones"
+            );
+        }
         let snapshot_dir = opts.data_dir.join("snapshots");
+        let disk = Arc::new(disk_guard::DiskGuard::new(
+            opts.id,
+            opts.data_dir.clone(),
+            snapshot_dir.clone(),
+            opts.min_free_bytes,
+            log_store.clone(),
+        ));
         let state_machine = StateMachine::open(store.clone(), snapshot_dir.clone())
             .map_err(ClusterError::startup("opening the snapshot directory"))?;
         let applied_clock = state_machine.applied_clock();
@@ -276,23 +326,41 @@ impl Cluster {
             request_timeout: opts.request_timeout,
             applied_clock,
             read_batch: read::ReadIndexBatch::default(),
+            disk,
+            removed: membership::RemovalState::load(&opts.data_dir),
         });
         let mut tasks = vec![tokio::spawn(rpc_server::serve(peer_listener, core.clone()))];
 
-        initialize_once(&core, &opts).await?;
+        if core.removed.is_removed() {
+            // Removed earlier (the marker in the data dir): no elections,
+            // no serving; see `membership.rs`.
+            tracing::warn!("this node was removed from the cluster; not serving");
+            if let Err(e) = core.raft.shutdown().await {
+                tracing::debug!(error = %e, "stopping raft of a removed node");
+            }
+        } else if !opts.join {
+            initialize_once(&core, &opts).await?;
+        }
+        tasks.push(tokio::spawn(membership::watch_membership(core.clone())));
         tasks.push(tokio::spawn(run_active_expiry(core.clone(), store.clone())));
+        tasks.push(tokio::spawn(disk_guard::run(core.clone())));
         Ok((Cluster { core, tasks }, store))
     }
 
     /// This node's Raft state.
     #[must_use]
     pub fn status(&self) -> RaftStatus {
+        // Before the metrics are borrowed below: it borrows them too.
+        let nodes = self.core.nodes_local().unwrap_or_default();
         let metrics = self.core.raft.metrics();
         let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let learners: Vec<u64> = membership.learner_ids().collect();
+        let voters_count = voters.len();
+        let removed = self.core.removed.is_removed();
         let role = match m.state {
+            _ if removed => "removed",
             ServerState::Leader => "leader",
             ServerState::Candidate => "candidate",
             ServerState::Learner => "learner",
@@ -319,6 +387,11 @@ impl Cluster {
                 .collect(),
             snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
             purged_index: m.purged.as_ref().map_or(0, |l| l.index),
+            quorum: membership::quorum(voters_count),
+            failure_tolerance: membership::failure_tolerance(voters_count),
+            voters_even: voters_count > 0 && voters_count % 2 == 0,
+            removed,
+            nodes,
         }
     }
 

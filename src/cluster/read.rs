@@ -104,6 +104,8 @@ impl Cluster {
     /// [`ClusterError::Unavailable`] when no leader confirmed a read index
     /// within the request timeout.
     pub async fn read_barrier(&self, local_only: bool) -> Result<(), ClusterError> {
+        // A removed node's state is frozen at its removal: no read is fresh.
+        self.core.refuse_if_removed()?;
         if local_only {
             return Ok(());
         }

@@ -1,11 +1,13 @@
 //! The peer protocol: the messages nodes exchange and how they are framed.
 //!
 //! One TCP connection per peer carries everything: Raft's AppendEntries,
-//! Vote, PreVote, snapshot chunks and leader transfer, plus the two
-//! application RPCs a follower needs from the leader (forwarded writes and
-//! read index). Each request carries an id; the response carries the same id,
-//! so many requests are in flight on one connection at once and responses may
-//! come back out of order (multiplexing). Frames are a 4-byte big-endian
+//! Vote, PreVote, snapshot chunks and leader transfer, plus the
+//! application RPCs a follower needs from the leader (forwarded writes, read
+//! index, `RAFT.TRANSFER_LEADER` and `RAFT.NODE`/`RAFT.NODES` carried to the
+//! leader, and the leader's notice to a node it removed). Each request
+//! carries an id; the response carries the same id, so many requests are in
+//! flight on one connection at once and responses may come back out of order
+//! (multiplexing). Frames are a 4-byte big-endian
 //! length followed by a postcard-encoded [`Envelope`].
 
 use bytes::Bytes;
@@ -91,6 +93,31 @@ pub enum PeerRequest {
     },
     /// A follower asks the leader for a read index.
     ReadIndex,
+    /// `RAFT.TRANSFER_LEADER` that reached a follower: the leader hands
+    /// leadership to `to` (or to the most up-to-date voter).
+    MoveLeader {
+        /// The chosen successor, if the client named one.
+        to: Option<u64>,
+        /// Wall-clock ms after which the caller has given up.
+        deadline_ms: u64,
+    },
+    /// `RAFT.NODE ADD/PROMOTE/REMOVE` that reached a follower, for the
+    /// leader to carry out (`membership.rs`).
+    ChangeMembership {
+        /// The change.
+        change: super::membership::MembershipChange,
+        /// Wall-clock ms after which the caller has given up.
+        deadline_ms: u64,
+    },
+    /// `RAFT.NODES` that reached a follower: the leader lists the members.
+    Nodes,
+    /// The leader tells a node it was removed from the cluster.
+    Removed {
+        /// The removed node (the callee, checked by it).
+        node_id: u64,
+        /// The leader that removed it.
+        by: u64,
+    },
 }
 
 /// The answer to a [`PeerRequest`].
@@ -119,6 +146,14 @@ pub enum PeerResponse {
     ReadIndex(u64),
     /// The request failed on the callee.
     Error(RemoteError),
+    /// Answer to `MoveLeader`: the new leader, or why the leader refused.
+    LeaderMoved(Result<u64, super::transfer::TransferRefusal>),
+    /// Answer to `ChangeMembership`: done, or why the leader refused.
+    MembershipChanged(Result<(), super::membership::MembershipRefusal>),
+    /// Answer to `Nodes`.
+    Nodes(Vec<super::membership::NodeInfo>),
+    /// Answer to `Removed`: noted.
+    RemovedNoted,
 }
 
 /// Why a request failed on the remote node. The distinction matters for
@@ -138,4 +173,9 @@ pub enum RemoteError {
     /// A write was proposed but its outcome is unknown.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// Refused for lack of disk space on the callee (`disk_guard.rs`):
+    /// nothing was done. The text says which node, how much is free and
+    /// which key sets the threshold.
+    #[error("{0}")]
+    NoSpace(String),
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use openraft::vote::RaftLeaderId as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -106,6 +107,13 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                     let _ = tx.send(Envelope { id, body });
                     continue;
                 }
+                // A leader low on disk space takes no writes; the follower
+                // retries, and reaches the next leader after the handoff.
+                if let Some(why) = core.disk.write_refusal() {
+                    let body = PeerResponse::Error(RemoteError::NoSpace(why));
+                    let _ = tx.send(Envelope { id, body });
+                    continue;
+                }
                 // Proposed here, in arrival order, so that one client's
                 // pipelined writes through a follower keep their order;
                 // only the wait for the outcome runs concurrently.
@@ -183,18 +191,36 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
                 resp_addr: core.peers.me().resp_addr.clone(),
             }
         }
-        PeerRequest::AppendEntries(rpc) => match core.raft.append_entries(rpc).await {
-            Ok(r) => PeerResponse::AppendEntries(r),
-            Err(e) => fatal(&e),
-        },
-        PeerRequest::Vote(rpc) => match core.raft.vote(rpc).await {
-            Ok(r) => PeerResponse::Vote(r),
-            Err(e) => fatal(&e),
-        },
-        PeerRequest::PreVote(rpc) => match core.raft.pre_vote(rpc).await {
-            Ok(r) => PeerResponse::Vote(r),
-            Err(e) => fatal(&e),
-        },
+        PeerRequest::AppendEntries(rpc) => {
+            // Critically low on disk space: store nothing new, but let
+            // heartbeats (no entries) through so this node does not start
+            // elections. The leader retries with backoff.
+            if !rpc.entries.is_empty() {
+                if let Some(refusal) = core.disk.replication_refusal() {
+                    return PeerResponse::Error(refusal);
+                }
+            }
+            match core.raft.append_entries(rpc).await {
+                Ok(r) => PeerResponse::AppendEntries(r),
+                Err(e) => fatal(&e),
+            }
+        }
+        PeerRequest::Vote(rpc) => {
+            // A removed node asking for votes learns it was removed.
+            core.on_vote_from(*rpc.vote.leader_id().node_id());
+            match core.raft.vote(rpc).await {
+                Ok(r) => PeerResponse::Vote(r),
+                Err(e) => fatal(&e),
+            }
+        }
+        PeerRequest::PreVote(rpc) => {
+            // A removed node asking for votes learns it was removed.
+            core.on_vote_from(*rpc.vote.leader_id().node_id());
+            match core.raft.pre_vote(rpc).await {
+                Ok(r) => PeerResponse::Vote(r),
+                Err(e) => fatal(&e),
+            }
+        }
         PeerRequest::TransferLeader(rpc) => match core.raft.handle_transfer_leader(rpc).await {
             Ok(r) => PeerResponse::TransferLeader(r),
             Err(e) => fatal(&e),
@@ -203,6 +229,34 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
             Ok(index) => PeerResponse::ReadIndex(index),
             Err(e) => PeerResponse::Error(e),
         },
+        PeerRequest::MoveLeader { to, deadline_ms } => {
+            match core.move_leader_until(to, deadline_ms).await {
+                Ok(moved) => PeerResponse::LeaderMoved(moved),
+                Err(e) => PeerResponse::Error(e),
+            }
+        }
+        PeerRequest::ChangeMembership {
+            change,
+            deadline_ms,
+        } => match core.change_membership_until(change, deadline_ms).await {
+            Ok(changed) => PeerResponse::MembershipChanged(changed),
+            Err(e) => PeerResponse::Error(e),
+        },
+        PeerRequest::Nodes => match core.nodes_local() {
+            Ok(nodes) => PeerResponse::Nodes(nodes),
+            Err(e) => PeerResponse::Error(e),
+        },
+        PeerRequest::Removed { node_id, by } => {
+            if node_id == core.id {
+                core.mark_removed(by);
+                PeerResponse::RemovedNoted
+            } else {
+                PeerResponse::Error(RemoteError::Unavailable(format!(
+                    "this is node {}, not node {node_id}",
+                    core.id
+                )))
+            }
+        }
         PeerRequest::SnapshotChunk { .. }
         | PeerRequest::InstallSnapshot { .. }
         | PeerRequest::Forward { .. } => {

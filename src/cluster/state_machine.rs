@@ -110,17 +110,7 @@ impl StateMachine {
 
     /// Snapshot files, newest (highest log index) last.
     fn snapshot_files(&self) -> io::Result<Vec<PathBuf>> {
-        let mut files: Vec<PathBuf> = fs::read_dir(&self.snapshot_dir)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("snap-") && !n.ends_with(".tmp"))
-            })
-            .collect();
-        files.sort();
-        Ok(files)
+        snapshot_files_in(&self.snapshot_dir)
     }
 
     /// Makes `path` the current snapshot: renames it into place, makes the
@@ -172,27 +162,7 @@ impl StateMachine {
         let seq = self.builds.fetch_add(1, Ordering::Relaxed);
         let tmp = self.snapshot_dir.join(format!("build-{seq}.tmp"));
         let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
-        let pairs = self.store.export(&mut out).map_err(other)?;
-        let data_len = out.stream_position()?;
-        let find = |key: &[u8]| {
-            pairs
-                .iter()
-                .find(|(k, _)| k.as_slice() == key)
-                .map(|(_, v)| v.as_slice())
-        };
-        let last_log_id: Option<LogId> = match find(KEY_LAST_APPLIED) {
-            Some(b) => postcard::from_bytes(b).map_err(other)?,
-            None => None,
-        };
-        let last_membership: StoredMembership = match find(KEY_MEMBERSHIP) {
-            Some(b) => postcard::from_bytes(b).map_err(other)?,
-            None => StoredMembership::default(),
-        };
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-        };
-        write_trailer(&mut out, &meta, data_len)?;
+        let meta = write_snapshot(&self.store, &mut out)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
@@ -243,13 +213,155 @@ impl StateMachine {
         self.commit_file(&tmp, &path)
     }
 
+    /// Makes this state machine's state the snapshot that starts at `start`
+    /// in `source` (as [`write_snapshot`] writes them) under `meta`
+    /// instead of the metadata the file carries: `raftis restore` seeds a
+    /// new cluster's member this way, with the backup's data and last log id
+    /// but the new cluster's membership. The data is imported exactly as an
+    /// installed snapshot is, and the current snapshot file is rewritten with
+    /// `meta` in its trailer, so the snapshot this node later sends to a new
+    /// member carries the new membership, not the one the backup was taken
+    /// under.
+    ///
+    /// # Errors
+    /// A file that is not a snapshot or whose last log id is not `meta`'s, a
+    /// data stream that fails its checks, or any I/O error.
+    pub(crate) fn seed_blocking(
+        &self,
+        source: &mut fs::File,
+        start: u64,
+        meta: &SnapshotMeta,
+    ) -> io::Result<()> {
+        let (file_meta, data_len) = read_trailer_from(source, start)?;
+        if file_meta.last_log_id != meta.last_log_id {
+            return Err(invalid("snapshot file does not match its metadata"));
+        }
+        let tmp = self.snapshot_dir.join("seed.tmp");
+        let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+        source.seek(SeekFrom::Start(start))?;
+        let copied = io::copy(&mut (&mut *source).take(data_len), &mut out)?;
+        if copied != data_len {
+            return Err(invalid("snapshot file is truncated"));
+        }
+        write_trailer(&mut out, meta, data_len)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        let installed = self.install_blocking(meta, fs::File::open(&tmp)?);
+        let _ = fs::remove_file(&tmp);
+        installed
+    }
+
     fn current_blocking(&self) -> io::Result<Option<(SnapshotMeta, fs::File)>> {
         let _files = self.lock_files();
         self.newest()
     }
 }
 
-fn write_trailer(out: &mut impl Write, meta: &SnapshotMeta, data_len: u64) -> io::Result<()> {
+/// Writes a snapshot of `store`'s applied state to `out` in the snapshot
+/// file format (data stream, then the trailer) and returns its metadata:
+/// the last applied log id and membership as seen by the same consistent
+/// fjall snapshot as the data. Memory use does not grow with the data.
+///
+/// # Errors
+/// Any storage error, stored metadata that does not decode, or a failed
+/// write to `out`.
+pub(crate) fn write_snapshot(store: &Store, out: &mut dyn Write) -> io::Result<SnapshotMeta> {
+    let mut counted = CountingWriter {
+        inner: out,
+        written: 0,
+    };
+    let pairs = store.export(&mut counted).map_err(other)?;
+    let data_len = counted.written;
+    let find = |key: &[u8]| {
+        pairs
+            .iter()
+            .find(|(k, _)| k.as_slice() == key)
+            .map(|(_, v)| v.as_slice())
+    };
+    let last_log_id: Option<LogId> = match find(KEY_LAST_APPLIED) {
+        Some(b) => postcard::from_bytes(b).map_err(other)?,
+        None => None,
+    };
+    let last_membership: StoredMembership = match find(KEY_MEMBERSHIP) {
+        Some(b) => postcard::from_bytes(b).map_err(other)?,
+        None => StoredMembership::default(),
+    };
+    let meta = SnapshotMeta {
+        last_log_id,
+        last_membership,
+    };
+    write_trailer(counted.inner, &meta, data_len)?;
+    Ok(meta)
+}
+
+/// The snapshot files in `dir`, newest (highest log index) last.
+fn snapshot_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("snap-") && !n.ends_with(".tmp"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// When the current snapshot in `snapshot_dir` was written (built here or
+/// received from the leader): its file's modification time, which survives
+/// restarts. `None` when there is no snapshot yet.
+///
+/// # Errors
+/// A snapshot directory or file that cannot be read.
+pub(crate) fn last_snapshot_time(snapshot_dir: &Path) -> io::Result<Option<std::time::SystemTime>> {
+    match snapshot_files_in(snapshot_dir)?.pop() {
+        None => Ok(None),
+        Some(path) => Ok(Some(fs::metadata(path)?.modified()?)),
+    }
+}
+
+/// Reads the trailer of the snapshot that starts at `start` in `file` and
+/// runs to its end: its metadata and the length of its data stream. The
+/// data stream itself is not checked here (its own
+/// checksum is verified when it is imported).
+///
+/// # Errors
+/// `InvalidData` for a file too short, with a foreign magic, lengths that do
+/// not add up or metadata that does not decode; any I/O error.
+pub(crate) fn read_snapshot_meta(
+    file: &mut fs::File,
+    start: u64,
+) -> io::Result<(SnapshotMeta, u64)> {
+    read_trailer_from(file, start)
+}
+
+/// Counts the bytes written through it (the data stream's length, which
+/// the trailer records).
+struct CountingWriter<'a> {
+    inner: &'a mut dyn Write,
+    written: u64,
+}
+
+impl Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_trailer(
+    out: &mut (impl Write + ?Sized),
+    meta: &SnapshotMeta,
+    data_len: u64,
+) -> io::Result<()> {
     let encoded = postcard::to_allocvec(meta).map_err(other)?;
     out.write_all(&encoded)?;
     out.write_all(&(encoded.len() as u64).to_le_bytes())?;
@@ -260,11 +372,20 @@ fn write_trailer(out: &mut impl Write, meta: &SnapshotMeta, data_len: u64) -> io
 
 /// Reads a snapshot file's trailer: its metadata and the data stream length.
 fn read_trailer(file: &mut fs::File) -> io::Result<(SnapshotMeta, u64)> {
-    let len = file.seek(SeekFrom::End(0))?;
+    read_trailer_from(file, 0)
+}
+
+/// [`read_trailer`] of a snapshot that starts at `start` in `file` and
+/// runs to its end (a backup file carries one after its own header).
+fn read_trailer_from(file: &mut fs::File, start: u64) -> io::Result<(SnapshotMeta, u64)> {
+    let end = file.seek(SeekFrom::End(0))?;
+    let len = end
+        .checked_sub(start)
+        .ok_or_else(|| invalid("snapshot file too short"))?;
     if len < TRAILER_LEN {
         return Err(invalid("snapshot file too short"));
     }
-    file.seek(SeekFrom::Start(len - TRAILER_LEN))?;
+    file.seek(SeekFrom::Start(start + len - TRAILER_LEN))?;
     let mut tail = [0u8; TRAILER_LEN as usize];
     file.read_exact(&mut tail)?;
     let (lens, magic) = tail.split_at(16);
@@ -283,7 +404,7 @@ fn read_trailer(file: &mut fs::File) -> io::Result<(SnapshotMeta, u64)> {
     {
         return Err(invalid("snapshot file lengths do not add up"));
     }
-    file.seek(SeekFrom::Start(data_len))?;
+    file.seek(SeekFrom::Start(start + data_len))?;
     let mut encoded = vec![0u8; usize::try_from(meta_len).map_err(other)?];
     file.read_exact(&mut encoded)?;
     let meta =

@@ -16,11 +16,14 @@
 //! also runs whole pipelined batches for the front end.
 
 pub mod args;
+pub mod backup;
 pub mod exec;
 pub mod keys;
+pub mod raft;
 pub mod server;
 pub mod string;
 pub mod table;
+pub mod transfer;
 
 pub use args::Args;
 pub use exec::execute;

@@ -1,7 +1,8 @@
 //! Connection and server commands: PING, ECHO, QUIT, HELLO, AUTH, SELECT,
-//! CLIENT, COMMAND, CONFIG, INFO, TIME, READONLY, READWRITE.
+//! CLIENT, COMMAND, CONFIG, INFO, TIME, READONLY, READWRITE, SHUTDOWN.
 //!
-//! None of them touches replicated data, so all are `Server` handlers: they
+//! None of them touches replicated data, so all but SHUTDOWN (an `Admin`
+//! handler: it waits for the node to stop) are `Server` handlers: they
 //! read or change the connection's [`Session`], the front end's shared
 //! [`ServerState`](crate::server::ServerState) (reached through the session:
 //! client registry, runtime settings, counters) and the node's Raft status.
@@ -18,9 +19,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::args::{parse_i64, syntax_error};
-use super::table::{self, CommandSpec, Flags, Handler, SubcommandSpec};
+use super::table::{self, AdminFuture, CommandSpec, Flags, Handler, SubcommandSpec};
 use super::Args;
-use crate::node::Node;
+use crate::node::{Node, StopMode};
 use crate::server::{Reply, Session};
 
 /// The Redis version we answer as, for clients that gate features on it.
@@ -81,6 +82,13 @@ pub const COMMANDS: &[CommandSpec] = &[
     ),
     server("command", -1, Flags::CONNECTION, command_all),
     server("config", -2, Flags::ADMIN, container_without_subcommand),
+    CommandSpec::new(
+        "shutdown",
+        -1,
+        Flags::ADMIN,
+        (0, 0, 0),
+        Handler::Admin(shutdown),
+    ),
 ];
 
 /// Container commands and their subcommands.
@@ -284,6 +292,69 @@ fn time(_: &Node, _: &mut Session, _: &mut Args) -> Reply {
         Reply::bulk(now.as_secs().to_string()),
         Reply::bulk(now.subsec_micros().to_string()),
     ])
+}
+
+// ---------------------------------------------------------------------------
+// SHUTDOWN
+
+/// What `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]` asks for. Data is
+/// always durable here, so SAVE and NOSAVE change nothing, and no save can
+/// fail, so FORCE has nothing to override; all are accepted as Redis parses
+/// them.
+#[derive(Debug, PartialEq, Eq)]
+struct ShutdownOptions {
+    /// Skip the leadership handoff.
+    now: bool,
+    /// Cancel a shutdown in progress instead.
+    abort: bool,
+}
+
+/// Redis's parsing: any order, repeats allowed, case-insensitive; ABORT
+/// with anything else, or SAVE with NOSAVE, is a syntax error.
+fn parse_shutdown(args: &mut Args) -> Result<ShutdownOptions, Reply> {
+    let (mut save, mut nosave, mut now, mut force, mut abort) = (false, false, false, false, false);
+    while let Some(arg) = args.try_next() {
+        let flag = match arg.to_ascii_lowercase().as_slice() {
+            b"save" => &mut save,
+            b"nosave" => &mut nosave,
+            b"now" => &mut now,
+            b"force" => &mut force,
+            b"abort" => &mut abort,
+            _ => return Err(syntax_error()),
+        };
+        *flag = true;
+    }
+    if (abort && (save || nosave || now || force)) || (save && nosave) {
+        return Err(syntax_error());
+    }
+    Ok(ShutdownOptions { now, abort })
+}
+
+/// `SHUTDOWN`: stops the node gracefully (a leader hands leadership over
+/// first; `NOW` skips that) and, as in Redis, closes the connection without
+/// a reply once it does. `ABORT` has no handoff wait to cancel in progress:
+/// it answers `-ERR No shutdown in progress.`, or, while one is, that it
+/// cannot be aborted.
+fn shutdown(node: &Node, mut args: Args) -> AdminFuture<'_> {
+    Box::pin(async move {
+        let options = match parse_shutdown(&mut args) {
+            Ok(options) => options,
+            Err(reply) => return reply,
+        };
+        if options.abort {
+            return if node.stop.requested().is_some() {
+                Reply::error("ERR the shutdown in progress cannot be aborted")
+            } else {
+                Reply::error("ERR No shutdown in progress.")
+            };
+        }
+        let mode = if options.now {
+            StopMode::Immediate
+        } else {
+            StopMode::Graceful
+        };
+        match node.stop.request_and_park(mode).await {}
+    })
 }
 
 /// `CLIENT` or `CONFIG` with no subcommand never reaches here (arity -2);
@@ -1058,6 +1129,14 @@ struct RaftView {
     members: Vec<(u64, String)>,
     /// Id and RESP address (the peer address when it is not known yet).
     resp_members: Vec<(u64, String)>,
+    /// Voters needed for a decision.
+    quorum: usize,
+    /// Voters that may fail.
+    failure_tolerance: usize,
+    /// The voter count is even.
+    voters_even: bool,
+    /// Each member's replication state, on the leader only.
+    nodes: Vec<crate::cluster::membership::NodeInfo>,
 }
 
 fn raft_view(node: &Node) -> Option<RaftView> {
@@ -1087,6 +1166,10 @@ fn raft_view(node: &Node) -> Option<RaftView> {
         learners: s.learners,
         members: s.members,
         resp_members,
+        quorum: s.quorum,
+        failure_tolerance: s.failure_tolerance,
+        voters_even: s.voters_even,
+        nodes: s.nodes,
     })
 }
 
@@ -1148,7 +1231,7 @@ fn info(node: &Node, session: &mut Session, args: &mut Args) -> Reply {
             "server" => info_server(&mut out, session),
             "clients" => info_clients(&mut out, session),
             "memory" => info_memory(&mut out),
-            "persistence" => info_persistence(&mut out, session),
+            "persistence" => info_persistence(&mut out, node, session),
             "stats" => info_stats(&mut out, session),
             "replication" => info_replication(&mut out, raft.as_ref()),
             "keyspace" => info_keyspace(&mut out, node),
@@ -1252,7 +1335,7 @@ fn info_memory(out: &mut String) {
     field!(out, "mem_fragmentation_ratio", "1.00");
 }
 
-fn info_persistence(out: &mut String, session: &Session) {
+fn info_persistence(out: &mut String, node: &Node, session: &Session) {
     let started = session
         .server
         .started_wall
@@ -1267,7 +1350,20 @@ fn info_persistence(out: &mut String, session: &Session) {
     field!(out, "rdb_last_bgsave_status", "ok");
     field!(out, "aof_enabled", 1);
     field!(out, "aof_rewrite_in_progress", 0);
-    field!(out, "aof_last_write_status", "ok");
+    let p = node.cluster.persistence();
+    // Redis reports a failing disk as aof_last_write_status:err.
+    let write_status = if p.disk_low { "err" } else { "ok" };
+    field!(out, "aof_last_write_status", write_status);
+    field!(out, "db_size_bytes", p.db_size_bytes);
+    field!(out, "raft_log_first_index", p.log_first_index);
+    field!(out, "raft_log_last_index", p.log_last_index);
+    field!(out, "raft_log_entries", p.log_entries);
+    field!(out, "raft_last_snapshot_index", p.last_snapshot_index);
+    field!(out, "raft_last_snapshot_time", p.last_snapshot_time);
+    field!(out, "disk_free_bytes", p.disk_free_bytes);
+    field!(out, "disk_low", u8::from(p.disk_low));
+    field!(out, "disk_critical", u8::from(p.disk_critical));
+    field!(out, "min_free_bytes", p.min_free_bytes);
 }
 
 fn info_stats(out: &mut String, session: &Session) {
@@ -1375,6 +1471,10 @@ fn info_raft(out: &mut String, raft: Option<&RaftView>) {
     field!(out, "purged_index", r.purged_index);
     field!(out, "voters", join_ids(&r.voters));
     field!(out, "learners", join_ids(&r.learners));
+    field!(out, "quorum", r.quorum);
+    field!(out, "failure_tolerance", r.failure_tolerance);
+    // An even count tolerates no more failures than one voter fewer.
+    field!(out, "voters_even", u8::from(r.voters_even));
     field!(
         out,
         "members",
@@ -1384,6 +1484,23 @@ fn info_raft(out: &mut String, raft: Option<&RaftView>) {
             .collect::<Vec<_>>()
             .join(",")
     );
+    // On the leader, one line per member as RAFT.NODES shows it (Redis's
+    // `slave0:` lines are the model).
+    for n in &r.nodes {
+        field!(
+            out,
+            format!("node{}", n.id),
+            format!(
+                "role={},peer_addr={},resp_addr={},match_index={},lag={},reachable={}",
+                n.role.as_str(),
+                n.peer_addr,
+                n.resp_addr.as_deref().unwrap_or(""),
+                n.match_index.unwrap_or(0),
+                n.lag.unwrap_or(0),
+                u8::from(n.reachable.unwrap_or(false)),
+            )
+        );
+    }
 }
 
 fn info_commandstats(out: &mut String, session: &Session) {
@@ -1409,6 +1526,29 @@ fn info_commandstats(out: &mut String, session: &Session) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shutdown_options_parse_as_redis_does() {
+        use crate::command::args::tests::args;
+        let parse = |parts: &[&str]| parse_shutdown(&mut args(parts));
+        let opts = |now, abort| Ok(ShutdownOptions { now, abort });
+        assert_eq!(parse(&["shutdown"]), opts(false, false));
+        assert_eq!(parse(&["shutdown", "NoSave"]), opts(false, false));
+        assert_eq!(parse(&["shutdown", "save", "force"]), opts(false, false));
+        assert_eq!(
+            parse(&["shutdown", "now", "NOW", "nosave"]),
+            opts(true, false)
+        );
+        assert_eq!(parse(&["shutdown", "abort"]), opts(false, true));
+        for bad in [
+            &["shutdown", "foo"][..],
+            &["shutdown", "save", "nosave"],
+            &["shutdown", "abort", "now"],
+            &["shutdown", "force", "abort"],
+        ] {
+            assert_eq!(parse(bad), Err(syntax_error()), "{bad:?}");
+        }
+    }
 
     #[test]
     fn glob_patterns() {

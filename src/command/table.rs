@@ -60,8 +60,7 @@ pub enum Handler {
 }
 
 /// What an [`Handler::Admin`] handler returns.
-pub type AdminFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + 'a>>;
+pub type AdminFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send + 'a>>;
 
 /// One command's static description.
 #[derive(Clone, Copy)]
@@ -117,6 +116,9 @@ fn all_families() -> impl Iterator<Item = &'static CommandSpec> {
         .iter()
         .chain(super::keys::COMMANDS)
         .chain(super::server::COMMANDS)
+        .chain(super::backup::COMMANDS)
+        .chain(super::transfer::COMMANDS)
+        .chain(super::raft::COMMANDS)
 }
 
 fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {

@@ -201,6 +201,11 @@ impl Cluster {
         }
     }
 
+    /// The configuration node `id` restarts with.
+    pub fn config_mut(&mut self, id: u64) -> &mut Config {
+        &mut self.slots.get_mut(&id).unwrap().config
+    }
+
     /// Starts a stopped node again on its ports and data dir.
     pub async fn restart(&mut self, id: u64) {
         let slot = self.slots.get_mut(&id).unwrap();
