@@ -213,17 +213,44 @@ fn get(
     redis::cmd("GET").arg(key).query(&mut con)
 }
 
+/// `size` nodes, node 1's data dir on `fs`, with the free-space check at
+/// `min_free_mb` (0 turns it off) and the request timeout above.
+fn start_with_node_1_on(fs: &Tmpfs, size: u64, min_free_mb: u64) -> ProcessCluster {
+    ProcessCluster::builder(size)
+        .env("RAFTIS_STORAGE__MIN_FREE_MB", &min_free_mb.to_string())
+        .env("RAFTIS_REQUEST_TIMEOUT_MS", &REQUEST_TIMEOUT_MS.to_string())
+        .data_dir_under(1, fs.path())
+        .start()
+}
+
+/// Waits until node 1's `INFO persistence` shows `flag:1`.
+fn wait_for_node_1_flag(cluster: &ProcessCluster, flag: &str, what: &str) {
+    eventually(what, SETTLE, || {
+        let p = info(cluster, 1, "persistence")?;
+        (p.get(flag).map(String::as_str) == Some("1"))
+            .then_some(())
+            .ok_or_else(|| format!("{p:?}"))
+    });
+}
+
+/// Asserts that a linearizable GET on node 1 sees every write in `written`.
+fn assert_node_1_reads(cluster: &ProcessCluster, written: &BTreeMap<String, String>) {
+    for (k, v) in written {
+        assert_eq!(
+            get(cluster, 1, k, false).expect("GET on node 1").as_deref(),
+            Some(v.as_str()),
+            "{k}"
+        );
+    }
+}
+
 #[test]
 fn a_node_low_on_disk_refuses_writes_serves_reads_and_recovers() {
     let Some(fs) = Tmpfs::mount(64 * MIB) else {
         return;
     };
     let started = Instant::now();
-    let mut cluster = ProcessCluster::builder(3)
-        .env("RAFTIS_STORAGE__MIN_FREE_MB", "16")
-        .env("RAFTIS_REQUEST_TIMEOUT_MS", &REQUEST_TIMEOUT_MS.to_string())
-        .data_dir_under(1, fs.path())
-        .start();
+    let mut cluster = start_with_node_1_on(&fs, 3, 16);
     // Node 1, on the tmpfs, leads: the case where the low node must hand
     // leadership away for the others to keep taking writes.
     eventually("node 1 to lead", SETTLE, || {
@@ -251,12 +278,7 @@ fn a_node_low_on_disk_refuses_writes_serves_reads_and_recovers() {
     // Low: between the threshold and its half.
     let filler = fs.path().join("filler");
     fill_to(&cluster, 1, &filler, 12 * MIB);
-    eventually("node 1 to report low disk space", SETTLE, || {
-        let p = info(&cluster, 1, "persistence")?;
-        (p.get("disk_low").map(String::as_str) == Some("1"))
-            .then_some(())
-            .ok_or_else(|| format!("{p:?}"))
-    });
+    wait_for_node_1_flag(&cluster, "disk_low", "node 1 to report low disk space");
     let refused = set(&cluster, 1, "refused", "x").expect_err("a write on a node low on disk");
     assert_eq!(refused.code(), Some("MISCONF"), "{refused}");
     let detail = refused.detail().unwrap_or_default().to_owned();
@@ -287,26 +309,17 @@ fn a_node_low_on_disk_refuses_writes_serves_reads_and_recovers() {
     }
     // A low node still stores what the leader replicates, so its
     // linearizable reads see every write.
-    for (k, v) in &written {
-        assert_eq!(
-            get(&cluster, 1, k, false)
-                .expect("GET on node 1")
-                .as_deref(),
-            Some(v.as_str()),
-            "{k}"
-        );
-    }
+    assert_node_1_reads(&cluster, &written);
     assert_eq!(get(&cluster, 1, "refused", false).expect("GET"), None);
 
     // Critical: below half the threshold it stores no new entries; its
     // applied state still answers READONLY reads.
     fill_to(&cluster, 1, &filler, 5 * MIB);
-    eventually("node 1 to report critically low disk space", SETTLE, || {
-        let p = info(&cluster, 1, "persistence")?;
-        (p.get("disk_critical").map(String::as_str) == Some("1"))
-            .then_some(())
-            .ok_or_else(|| format!("{p:?}"))
-    });
+    wait_for_node_1_flag(
+        &cluster,
+        "disk_critical",
+        "node 1 to report critically low disk space",
+    );
     let stored_before = last_log_index(&cluster, 1);
     for i in 40..50 {
         let (k, v) = (format!("k{i}"), format!("v{i}"));
@@ -341,15 +354,7 @@ fn a_node_low_on_disk_refuses_writes_serves_reads_and_recovers() {
         set(&cluster, 1, "after", "space").map_err(|e| e.to_string())
     });
     written.insert("after".into(), "space".into());
-    for (k, v) in &written {
-        assert_eq!(
-            get(&cluster, 1, k, false)
-                .expect("GET on node 1")
-                .as_deref(),
-            Some(v.as_str()),
-            "{k}"
-        );
-    }
+    assert_node_1_reads(&cluster, &written);
     let p = info(&cluster, 1, "persistence").expect("INFO persistence");
     assert_eq!(p["disk_low"], "0", "{p:?}");
     assert!(
@@ -360,17 +365,228 @@ fn a_node_low_on_disk_refuses_writes_serves_reads_and_recovers() {
     eprintln!("disk low/recover test took {:?}", started.elapsed());
 }
 
+/// Files named `incoming-*` (snapshots being received) anywhere under `dir`.
+fn incoming_snapshot_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with("incoming-") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_node_low_on_disk_refuses_a_snapshot_it_cannot_install_and_takes_it_later() {
+    let Some(fs) = Tmpfs::mount(64 * MIB) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut cluster = ProcessCluster::builder(3)
+        .env("RAFTIS_STORAGE__MIN_FREE_MB", "16")
+        .env("RAFTIS_REQUEST_TIMEOUT_MS", &REQUEST_TIMEOUT_MS.to_string())
+        .env("RAFTIS_RAFT__SNAPSHOT_LOGS_SINCE_LAST", "10")
+        .env("RAFTIS_RAFT__MAX_IN_SNAPSHOT_LOG_TO_KEEP", "0")
+        .data_dir_under(1, fs.path())
+        .start();
+    let leader = eventually("a leader other than node 1", SETTLE, || {
+        match cluster.wait_for_leader() {
+            1 => {
+                let mut con = cluster.try_connect(1).map_err(|e| e.to_string())?;
+                let _: redis::Value = redis::cmd("RAFT.TRANSFER_LEADER")
+                    .arg(2)
+                    .query(&mut con)
+                    .map_err(|e| e.to_string())?;
+                Err("node 1 leads".to_owned())
+            }
+            other => Ok(other),
+        }
+    });
+    // About 3 MiB of state that does not compress: the snapshot spans
+    // several 1 MiB chunks, and installing it takes about 9 MiB.
+    let value_of = |i: u64| incompressible(i, 256 * 1024);
+    for i in 0..12 {
+        set(&cluster, leader, &format!("big{i}"), value_of(i)).expect("SET big value");
+    }
+    eventually("node 1 to store every entry", SETTLE, || {
+        let (mine, theirs) = (
+            last_log_index(&cluster, 1),
+            last_log_index(&cluster, leader),
+        );
+        (mine >= theirs)
+            .then_some(())
+            .ok_or_else(|| format!("node 1 at {mine}, leader at {theirs}"))
+    });
+    // Low: 12 MiB free leaves 4 MiB above the 8 MiB reserve, too little.
+    let filler = fs.path().join("filler");
+    fill_to(&cluster, 1, &filler, 12 * MIB);
+    wait_for_node_1_flag(&cluster, "disk_low", "node 1 to report low disk space");
+    let snapshot_before = number(
+        &info(&cluster, 1, "persistence").expect("INFO"),
+        "raft_last_snapshot_index",
+    );
+    // Node 1 misses some writes and the leader purges them behind a
+    // snapshot: node 1 can only catch up by that snapshot.
+    let node_1_last = last_log_index(&cluster, 1);
+    cluster.pause(1);
+    let mut small = BTreeMap::new();
+    for i in 0..30 {
+        let (k, v) = (format!("k{i}"), format!("v{i}"));
+        set(&cluster, leader, &k, &v).expect("SET while node 1 is paused");
+        small.insert(k, v);
+    }
+    let purged_snapshot = eventually("the leader to purge past node 1", SETTLE, || {
+        let p = info(&cluster, leader, "persistence")?;
+        (number(&p, "raft_log_first_index") > node_1_last + 1)
+            .then(|| number(&p, "raft_last_snapshot_index"))
+            .ok_or_else(|| format!("node 1 at {node_1_last}: {p:?}"))
+    });
+    cluster.resume(1);
+    eventually("node 1 to refuse the snapshot", SETTLE, || {
+        cluster
+            .log(1)
+            .contains("the snapshot is refused until space is freed")
+            .then_some(())
+            .ok_or_else(|| "no refusal logged yet".to_owned())
+    });
+    // Refused and abandoned: no partial file stays, and node 1 installed
+    // nothing (a file sent again is refused before it is written).
+    assert_eq!(
+        incoming_snapshot_files(fs.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let p = info(&cluster, 1, "persistence").expect("INFO persistence");
+    assert_eq!(
+        number(&p, "raft_last_snapshot_index"),
+        snapshot_before,
+        "{p:?}"
+    );
+    assert_eq!(
+        p["disk_critical"], "0",
+        "the refusal kept the reserve: {p:?}"
+    );
+    // (Some entries sent while it was paused may have reached it; the
+    // last write, behind the purge, cannot have.)
+    assert_eq!(get(&cluster, 1, "k29", true).expect("READONLY GET"), None);
+    assert!(cluster.raft_info(1).is_ok(), "node 1 still runs raft");
+
+    // Space returns: the leader's next try installs the snapshot.
+    std::fs::remove_file(&filler).expect("remove filler");
+    eventually("node 1 to install the snapshot", SETTLE, || {
+        let p = info(&cluster, 1, "persistence")?;
+        (number(&p, "raft_last_snapshot_index") >= purged_snapshot)
+            .then_some(())
+            .ok_or_else(|| format!("{p:?}"))
+    });
+    assert_node_1_reads(&cluster, &small);
+    for i in 0..12 {
+        let got: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(format!("big{i}"))
+            .query(&mut cluster.connect(1))
+            .expect("GET big value");
+        assert!(got == Some(value_of(i)), "big{i} lost or changed");
+    }
+    assert_eq!(
+        incoming_snapshot_files(fs.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    cluster.kill_all();
+    eprintln!("snapshot refusal test took {:?}", started.elapsed());
+}
+
+#[test]
+fn leadership_leaves_low_nodes_once_and_settles_on_a_healthy_one() {
+    let (Some(fs1), Some(fs2)) = (Tmpfs::mount(64 * MIB), Tmpfs::mount(64 * MIB)) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut cluster = ProcessCluster::builder(3)
+        .env("RAFTIS_STORAGE__MIN_FREE_MB", "16")
+        .env("RAFTIS_REQUEST_TIMEOUT_MS", &REQUEST_TIMEOUT_MS.to_string())
+        .data_dir_under(1, fs1.path())
+        .data_dir_under(2, fs2.path())
+        .start();
+    // Node 1 leads, and took leadership from node 3.
+    for target in [3, 1] {
+        eventually(&format!("node {target} to lead"), SETTLE, || {
+            let mut con = cluster.try_connect(2).map_err(|e| e.to_string())?;
+            let moved: redis::RedisResult<redis::Value> = redis::cmd("RAFT.TRANSFER_LEADER")
+                .arg(target)
+                .query(&mut con);
+            moved.map_err(|e| e.to_string())?;
+            match cluster.raft_info(1)?.leader_id {
+                Some(l) if l == target => Ok(()),
+                other => Err(format!("node 1 follows {other:?}")),
+            }
+        });
+        // Node 1's guard notes who leads every CHECK_PERIOD (250 ms).
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    set(&cluster, 1, "before", "low").expect("SET on a healthy leader");
+    // Both nodes on a tmpfs go low: node 1 hands leadership to node 2 (not
+    // back to node 3, where it came from); node 2, low too, hands it on
+    // once, not back to node 1 (that would go on back and forth), but to
+    // node 3.
+    for (id, fs) in [(2, &fs2), (1, &fs1)] {
+        fill_to(&cluster, id, &fs.path().join("filler"), 12 * MIB);
+        eventually(
+            &format!("node {id} to report low disk space"),
+            SETTLE,
+            || {
+                let p = info(&cluster, id, "persistence")?;
+                (p["disk_low"] == "1")
+                    .then_some(())
+                    .ok_or_else(|| format!("{p:?}"))
+            },
+        );
+    }
+    eventually("node 3 to lead", SETTLE, || {
+        match cluster.wait_for_leader() {
+            3 => Ok(()),
+            other => Err(format!("node {other} leads")),
+        }
+    });
+    // It stays there: no more handoffs, no elections (each would bump the
+    // term), for longer than two handoff periods.
+    let term = cluster.raft_info(3).expect("INFO raft").term;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(7) {
+        let info = cluster.raft_info(3).expect("INFO raft");
+        assert_eq!(
+            (info.role.as_str(), info.term),
+            ("leader", term),
+            "leadership moved again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    set(&cluster, 3, "after", "handoff").expect("a write on the healthy leader");
+    for id in [1, 2] {
+        assert_eq!(
+            cluster.log(id).matches("handed leadership over").count(),
+            1,
+            "node {id} handed off other than once"
+        );
+    }
+    cluster.kill_all();
+    eprintln!("low nodes handoff test took {:?}", started.elapsed());
+}
+
 #[test]
 fn a_really_full_disk_stops_raft_cleanly_and_loses_no_acknowledged_write() {
     let Some(fs) = Tmpfs::mount(24 * MIB) else {
         return;
     };
     let started = Instant::now();
-    let mut cluster = ProcessCluster::builder(1)
-        .env("RAFTIS_STORAGE__MIN_FREE_MB", "0")
-        .env("RAFTIS_REQUEST_TIMEOUT_MS", &REQUEST_TIMEOUT_MS.to_string())
-        .data_dir_under(1, fs.path())
-        .start();
+    let mut cluster = start_with_node_1_on(&fs, 1, 0);
     let value_of = |i: u64| incompressible(i, 256 * 1024);
     let mut acknowledged = Vec::new();
     let mut first_error = None;

@@ -28,7 +28,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -209,6 +209,31 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// A member not started yet, listening on `ports` (RESP, peer, HTTP),
+    /// with its log in `node_dir`.
+    fn new(
+        id: u64,
+        ports: &[SocketAddr],
+        node_dir: &Path,
+        data_dir: PathBuf,
+        join: Option<SocketAddr>,
+    ) -> NodeProcess {
+        NodeProcess {
+            id,
+            addrs: NodeAddrs {
+                resp: ports[0],
+                peer: ports[1],
+                http: ports[2],
+            },
+            data_dir,
+            log_path: node_dir.join("raftis.log"),
+            child: None,
+            starts: 0,
+            paused: false,
+            join,
+        }
+    }
+
     /// Starts the process; its output is appended to the node's log, after
     /// a line that marks which start it is.
     fn spawn(&mut self, initial_cluster: &str, env: &[(String, String)]) {
@@ -390,33 +415,17 @@ impl ClusterBuilder {
             let id = i as u64 + 1;
             let node_dir = dir.path().join(format!("node{id}"));
             std::fs::create_dir_all(&node_dir).expect("create node dir");
-            nodes.insert(
-                id,
-                NodeProcess {
-                    id,
-                    addrs: NodeAddrs {
-                        resp: ports[0],
-                        peer: ports[1],
-                        http: ports[2],
-                    },
-                    data_dir: match self.data_parents.get(&id) {
-                        // Named after this attempt's temp dir: unique per attempt.
-                        Some(parent) => parent.join(format!(
-                            "{}-node{id}",
-                            dir.path().file_name().map_or_else(
-                                || "cluster".into(),
-                                |n| n.to_string_lossy().into_owned()
-                            )
-                        )),
-                        None => node_dir.join("data"),
-                    },
-                    log_path: node_dir.join("raftis.log"),
-                    child: None,
-                    starts: 0,
-                    paused: false,
-                    join: None,
-                },
-            );
+            let data_dir = match self.data_parents.get(&id) {
+                // Named after this attempt's temp dir: unique per attempt.
+                Some(parent) => parent.join(format!(
+                    "{}-node{id}",
+                    dir.path()
+                        .file_name()
+                        .map_or_else(|| "cluster".into(), |n| n.to_string_lossy().into_owned())
+                )),
+                None => node_dir.join("data"),
+            };
+            nodes.insert(id, NodeProcess::new(id, ports, &node_dir, data_dir, None));
         }
         let network = self
             .proxied
@@ -670,20 +679,7 @@ impl ProcessCluster {
         let ports = free_addrs(3);
         self.nodes.insert(
             id,
-            NodeProcess {
-                id,
-                addrs: NodeAddrs {
-                    resp: ports[0],
-                    peer: ports[1],
-                    http: ports[2],
-                },
-                data_dir: dir.join("data"),
-                log_path: dir.join("raftis.log"),
-                child: None,
-                starts: 0,
-                paused: false,
-                join: Some(member),
-            },
+            NodeProcess::new(id, &ports, &dir, dir.join("data"), Some(member)),
         );
         let (initial_cluster, env) = (self.initial_cluster.clone(), self.env.clone());
         self.node_mut(id).spawn(&initial_cluster, &env);

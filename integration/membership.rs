@@ -278,3 +278,32 @@ fn a_join_with_a_taken_id_ends_the_process() {
     // The cluster did not change.
     wait_for_voters(&cluster, 1, &[1]);
 }
+
+#[test]
+fn a_voter_that_lost_its_data_cannot_join_again_under_its_old_id() {
+    let mut cluster = start_cluster(3);
+    let leader = cluster.wait_for_leader();
+    let lost = cluster.followers()[0];
+    let via = cluster.addrs(leader).resp.to_string();
+    let addrs = cluster.addrs(lost);
+    cluster.kill(lost);
+    // Its disk is gone: same id and addresses, an empty data dir, --join.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = raftis_command();
+    cmd.args(["--id", &lost.to_string()])
+        .args(["--listen", &addrs.resp.to_string()])
+        .args(["--peer-listen", &addrs.peer.to_string()])
+        .args(["--http-listen", &addrs.http.to_string(), "--join", &via])
+        .arg("--data-dir")
+        .arg(dir.path());
+    let out = crate::tools::run(cmd, None, CHANGE_TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let expected = format!(
+        "ERR node {lost} is already a voter; if its data dir was lost, remove it first \
+         (RAFT.NODE REMOVE {lost}) and add it again under a new id"
+    );
+    assert!(
+        out.stderr.lines().any(|l| l.ends_with(&expected)),
+        "no line ending {expected:?} in: {out}"
+    );
+}

@@ -167,8 +167,9 @@ fn summary(line: &str) {
 
 /// A linearizable GET of every key on every node, retried until it
 /// succeeds, each attempt added to `history` (as clients `first_client`
-/// and on, beyond the workload's). Returns what each node read, by key.
-fn final_reads(
+/// and on, beyond the workload's), each connection with the workload's
+/// client timeout. Returns what each node read, by key.
+pub(crate) fn final_reads(
     cluster: &ProcessCluster,
     config: &WorkloadConfig,
     first_client: usize,
@@ -185,7 +186,7 @@ fn final_reads(
                 &format!("a final GET {key} on node {id}"),
                 RECOVERY_TIMEOUT,
                 || {
-                    let mut con = workload::connect(addr, CLIENT_TIMEOUT)
+                    let mut con = workload::connect(addr, config.client_timeout)
                         .map_err(|e| format!("connect: {e}"))?;
                     match workload::record_one(history, clock, client, &mut con, &key, Call::Get) {
                         Ok(Outcome::Ok(value)) => Ok(value),

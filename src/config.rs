@@ -331,6 +331,24 @@ impl Config {
             .map_err(|error| from_figment(&figment, error))?;
         config.join = join;
         config.force_new_cluster = cli.force_new_cluster;
+        // Both record this node's peer address in the membership, where the
+        // other members dial it: a wildcard address would have them dial
+        // themselves.
+        let advertised = config.peer_listen_addr();
+        if (config.join.is_some() || config.force_new_cluster)
+            && matches!(advertised.host(), "0.0.0.0" | "::")
+        {
+            let flag = if config.join.is_some() {
+                "--join"
+            } else {
+                "--force-new-cluster"
+            };
+            return Err(ConfigError::Join(format!(
+                "{flag} records this node's peer address ({advertised}) in the cluster's \
+                 membership, where other members dial it; give --peer-listen an address \
+                 they can reach, not a wildcard"
+            )));
+        }
         if config.force_new_cluster && config.join.is_some() {
             return Err(ConfigError::Join(
                 "--force-new-cluster cannot be combined with --join: it starts a new \
@@ -1646,6 +1664,40 @@ mod tests {
                 &line,
                 "invalid config: --join: 'nowhere' is not a host:port address (no port; e.g. 127.0.0.1:6379)",
             )
+        });
+    }
+
+    #[test]
+    fn join_needs_a_peer_address_others_can_dial() {
+        figment::Jail::expect_with(|_| {
+            let line = load_err(&[
+                "raftis",
+                "--id",
+                "4",
+                "--listen",
+                "0.0.0.0:6379",
+                "--join",
+                "127.0.0.1:6380",
+            ])?;
+            assert_eq!(
+                line,
+                "invalid config: --join records this node's peer address (0.0.0.0:16379) in \
+                 the cluster's membership, where other members dial it; give --peer-listen an \
+                 address they can reach, not a wildcard"
+            );
+            let line = load_err(&[
+                "raftis",
+                "--peer-listen",
+                "[::]:7000",
+                "--force-new-cluster",
+            ])?;
+            assert!(
+                line.starts_with("invalid config: --force-new-cluster records"),
+                "{line}"
+            );
+            let line = load_err(&["raftis", "--join", "127.0.0.1:6380", "--force-new-cluster"])?;
+            assert!(line.contains("cannot be combined with --join"), "{line}");
+            Ok(())
         });
     }
 

@@ -295,18 +295,26 @@ fn cluster_options(
 /// the node must serve its peer port meanwhile, for the leader to catch it
 /// up), unless it is a voter already (a restart) or was removed. A join
 /// the cluster refuses for good stops the node.
-fn spawn_join(node: &Arc<Node>, advertised_peer: String) {
+fn spawn_join(node: &Arc<Node>, advertised_peer: String, has_state: bool) {
     let Some(addr) = node.config.join.as_ref().map(ToString::to_string) else {
         return;
     };
-    let status = node.cluster.status();
-    if status.removed || status.voters.contains(&node.config.id) {
+    if node.cluster.is_removed() {
         return;
     }
+
     // Weak: a join still retrying must not keep a stopped node's database open.
     let weak = Arc::downgrade(node);
     let (id, timeout) = (node.config.id, node.config.request_timeout());
     tokio::spawn(async move {
+        // Decided from the membership Raft loaded from disk, not from the
+        // status: until Raft's core has published its first metrics those
+        // say "no voters", and a restarted (or removed) member would ask
+        // to be added again.
+        match weak.upgrade() {
+            Some(node) if !node.cluster.is_voter_on_disk().await => {}
+            _ => return,
+        }
         let stopping = async {
             loop {
                 tokio::time::sleep(DRAIN_POLL * 10).await;
@@ -317,7 +325,7 @@ fn spawn_join(node: &Arc<Node>, advertised_peer: String) {
             }
         };
         tokio::select! {
-            joined = crate::cluster::membership::join_cluster(&addr, id, &advertised_peer, timeout) => {
+            joined = crate::cluster::membership::join_cluster(&addr, id, &advertised_peer, timeout, has_state) => {
                 if let Err(e) = joined {
                     tracing::error!(error = %e, "stopping");
                     if let Some(node) = weak.upgrade() {
@@ -344,6 +352,10 @@ pub async fn start(
     let peer_addr = peer.local_addr()?;
     let options = cluster_options(&config, resp_addr, peer_addr);
     let advertised_peer = options.peer_addr.clone();
+    // Whether this node held Raft state before it started: a voter whose
+    // data dir was lost must not take a leader's "already a voter" as a
+    // welcome (read now: once Raft runs, the leader may replicate to it).
+    let had_state = config.data_dir.join("db").exists();
     let (cluster, store) = Cluster::start(options, peer).await?;
     let node = Arc::new(Node {
         config: Arc::new(config),
@@ -369,7 +381,7 @@ pub async fn start(
     });
     let server_abort = server.abort_handle();
     let lifecycle = tokio::spawn(lifecycle(node.clone(), server, state, stop_tx));
-    spawn_join(&node, advertised_peer);
+    spawn_join(&node, advertised_peer, had_state);
     tracing::info!(id = node.config.id, %resp_addr, %peer_addr, "raftis node started");
     Ok(RunningNode {
         node,

@@ -75,6 +75,61 @@ async fn populate(con: &mut redis::aio::MultiplexedConnection) {
     }
 }
 
+/// A one-node cluster filled by [`populate`].
+async fn populated_node() -> Nodes {
+    let source = Nodes::fresh(1).await;
+    let mut con = source.client(1).await;
+    populate(&mut con).await;
+    source
+}
+
+/// A backup of a populated one-node cluster, with what a cluster restored
+/// from it must hold. The source keeps running while this lives.
+struct SourceBackup {
+    _source: Nodes,
+    file: PathBuf,
+    index: u64,
+    dump: Vec<(Bytes, Option<u64>, Bytes)>,
+    _scratch: tempfile::TempDir,
+}
+
+impl SourceBackup {
+    async fn take() -> SourceBackup {
+        let source = populated_node().await;
+        let scratch = tempfile::tempdir().unwrap();
+        let file = scratch.path().join("b");
+        let index = index_in(&backup_to(&source, 1, &file).await);
+        let dump = dump(source.store(1));
+        SourceBackup {
+            _source: source,
+            file,
+            index,
+            dump,
+            _scratch: scratch,
+        }
+    }
+}
+
+/// The configuration of node `id` on these listeners and data dir, with
+/// fast elections; the caller says how it finds its cluster.
+fn node_config(id: u64, resp: &TcpListener, peer: &TcpListener, data_dir: PathBuf) -> Config {
+    let mut config = Config {
+        id,
+        listen: HostPort::new("127.0.0.1", resp.local_addr().unwrap().port()),
+        peer_listen: Some(HostPort::new(
+            "127.0.0.1",
+            peer.local_addr().unwrap().port(),
+        )),
+        http_listen: HostPort::new("127.0.0.1", 0),
+        data_dir,
+        ..Config::default()
+    };
+    config.raft.heartbeat_interval_ms = 50;
+    config.raft.election_timeout_min_ms = 300;
+    config.raft.election_timeout_max_ms = 600;
+    config
+}
+
 /// The member slots of an in-process cluster before it starts: listeners
 /// bound on port 0 (so the member list is known before anything is
 /// restored) and a data dir each, under one temp dir.
@@ -116,26 +171,24 @@ impl Planned {
         self.dir.path().join(format!("node{id}"))
     }
 
+    /// Restores `file` into the data dirs of members `ids`.
+    async fn restore(&self, file: &Path, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            raftis::tool::restore::run(file, &self.data_dir(id), id, &self.list)
+                .await
+                .unwrap();
+        }
+    }
+
     /// Starts every member on its data dir (restored or empty) and waits
     /// for a leader.
     async fn start(self) -> Nodes {
         let mut nodes = Vec::new();
         for (id, resp, peer) in self.members {
-            let mut config = Config {
-                id,
-                listen: HostPort::new("127.0.0.1", resp.local_addr().unwrap().port()),
-                peer_listen: Some(HostPort::new(
-                    "127.0.0.1",
-                    peer.local_addr().unwrap().port(),
-                )),
-                http_listen: HostPort::new("127.0.0.1", 0),
-                data_dir: self.dir.path().join(format!("node{id}")),
+            let config = Config {
                 initial_cluster: Some(self.list.clone()),
-                ..Config::default()
+                ..node_config(id, &resp, &peer, self.dir.path().join(format!("node{id}")))
             };
-            config.raft.heartbeat_interval_ms = 50;
-            config.raft.election_timeout_min_ms = 300;
-            config.raft.election_timeout_max_ms = 600;
             nodes.push(
                 raftis::node::start(config, resp, peer)
                     .await
@@ -206,6 +259,22 @@ async fn backup_to(cluster: &Nodes, id: u64, file: &Path) -> String {
     raftis::tool::backup::run(&cluster.resp_addr(id), file, T)
         .await
         .expect("backup succeeds")
+}
+
+/// The error `raftis backup` ends with.
+async fn backup_error(addr: &str, file: &Path, timeout: Duration) -> String {
+    raftis::tool::backup::run(addr, file, timeout)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+/// The error `raftis restore` refuses with.
+async fn restore_error(file: &Path, target: &Path, id: u64, list: &InitialCluster) -> String {
+    raftis::tool::restore::run(file, target, id, list)
+        .await
+        .unwrap_err()
+        .to_string()
 }
 
 /// `index N` out of a summary line.
@@ -313,9 +382,7 @@ async fn backup_restore_start_every_key_equal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_backups_and_bad_targets_are_refused_before_writing() {
-    let source = Nodes::fresh(1).await;
-    let mut con = source.client(1).await;
-    populate(&mut con).await;
+    let source = populated_node().await;
     let scratch = tempfile::tempdir().unwrap();
     let file = scratch.path().join("good.backup");
     backup_to(&source, 1, &file).await;
@@ -365,10 +432,7 @@ async fn damaged_backups_and_bad_targets_are_refused_before_writing() {
     ];
     for (path, message) in cases {
         let target = scratch.path().join("target");
-        let err = raftis::tool::restore::run(&path, &target, 1, &list)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = restore_error(&path, &target, 1, &list).await;
         assert!(
             err.starts_with(&format!(
                 "{} is not a usable backup: {message}",
@@ -397,10 +461,7 @@ async fn damaged_backups_and_bad_targets_are_refused_before_writing() {
     inner[..header_len].copy_from_slice(&header.encode());
     let path = refused(inner, "inner");
     let target = scratch.path().join("target-inner");
-    let err = raftis::tool::restore::run(&path, &target, 1, &list)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = restore_error(&path, &target, 1, &list).await;
     assert!(
         err.starts_with(&format!(
             "restore failed: cannot seed {}: importing the snapshot: ",
@@ -411,15 +472,13 @@ async fn damaged_backups_and_bad_targets_are_refused_before_writing() {
     assert!(!target.exists(), "a failed restore removes what it wrote");
     assert!(!scratch.path().join(".target-inner.restoring").exists());
 
-    let missing = raftis::tool::restore::run(
+    let missing = restore_error(
         &scratch.path().join("nope"),
         &scratch.path().join("t"),
         1,
         &list,
     )
-    .await
-    .unwrap_err()
-    .to_string();
+    .await;
     assert!(
         missing.starts_with(&format!(
             "cannot open {}: ",
@@ -431,10 +490,7 @@ async fn damaged_backups_and_bad_targets_are_refused_before_writing() {
     let busy = scratch.path().join("busy");
     std::fs::create_dir_all(&busy).unwrap();
     std::fs::write(busy.join("something"), b"x").unwrap();
-    let err = raftis::tool::restore::run(&file, &busy, 1, &list)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = restore_error(&file, &busy, 1, &list).await;
     assert_eq!(
         err,
         format!(
@@ -444,10 +500,7 @@ async fn damaged_backups_and_bad_targets_are_refused_before_writing() {
     );
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1);
 
-    let err = raftis::tool::restore::run(&file, &scratch.path().join("t2"), 4, &list)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = restore_error(&file, &scratch.path().join("t2"), 4, &list).await;
     assert_eq!(err, "--id 4 is not in --initial-cluster (ids: 1)");
 
     // An existing empty dir is fine, and the leftover of a restore into it
@@ -467,28 +520,18 @@ async fn damaged_backups_and_bad_targets_are_refused_before_writing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_empty_member_of_a_restored_cluster_is_caught_up_by_snapshot() {
-    let source = Nodes::fresh(1).await;
-    let mut con = source.client(1).await;
-    populate(&mut con).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let file = scratch.path().join("b");
-    let backup_index = index_in(&backup_to(&source, 1, &file).await);
-    let source_dump = dump(source.store(1));
+    let backup = SourceBackup::take().await;
 
     // Members 1 and 2 are restored; member 3 starts with an empty data dir,
     // so everything before the restored log (which does not exist) must
     // reach it as the snapshot.
     let new = Planned::new(3).await;
-    for id in 1..=2 {
-        raftis::tool::restore::run(&file, &new.data_dir(id), id, &new.list)
-            .await
-            .unwrap();
-    }
+    new.restore(&backup.file, 1..=2).await;
     let restored = new.start().await;
     let third = restored.node(3);
-    eventually(T, || third.cluster.status().last_applied >= backup_index).await;
+    eventually(T, || third.cluster.status().last_applied >= backup.index).await;
     let status = third.cluster.status();
-    assert!(status.snapshot_index >= backup_index, "{status:?}");
+    assert!(status.snapshot_index >= backup.index, "{status:?}");
     assert_eq!(status.voters, vec![1, 2, 3]);
     let members: Vec<u64> = status.members.iter().map(|(id, _)| *id).collect();
     assert_eq!(members, vec![1, 2, 3]);
@@ -497,7 +540,7 @@ async fn an_empty_member_of_a_restored_cluster_is_caught_up_by_snapshot() {
         restored.node(1).cluster.status().members,
         "the snapshot carries the new cluster's membership"
     );
-    assert_eq!(dump(&third.store), source_dump);
+    assert_eq!(dump(&third.store), backup.dump);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -624,10 +667,7 @@ async fn backup_errors_are_clear() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = listener.local_addr().unwrap().to_string();
     drop(listener);
-    let err = raftis::tool::backup::run(&dead, &file, T)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = backup_error(&dead, &file, T).await;
     assert!(
         err.starts_with(&format!("cannot connect to {dead}: ")),
         "{err}"
@@ -639,10 +679,7 @@ async fn backup_errors_are_clear() {
     let source = Nodes::fresh(1).await;
     let addr = source.resp_addr(1);
     let target = scratch.path().join("no-such-dir").join("b");
-    let err = raftis::tool::backup::run(&addr, &target, T)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = backup_error(&addr, &target, T).await;
     assert!(
         err.starts_with(&format!("cannot write {}.tmp: ", target.display())),
         "{err}"
@@ -704,10 +741,7 @@ async fn backup_without_quorum_is_refused_as_clusterdown() {
     }
     let scratch = tempfile::tempdir().unwrap();
     let file = scratch.path().join("b");
-    let err = raftis::tool::backup::run(&addr, &file, Duration::from_secs(30))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = backup_error(&addr, &file, Duration::from_secs(30)).await;
     assert!(
         err.starts_with(&format!("{addr} refused RAFT.BACKUP BEGIN: CLUSTERDOWN ")),
         "{err}"
@@ -718,20 +752,9 @@ async fn backup_without_quorum_is_refused_as_clusterdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_joins_a_restored_cluster_gets_the_restored_data() {
-    let source = Nodes::fresh(1).await;
-    let mut con = source.client(1).await;
-    populate(&mut con).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let file = scratch.path().join("b");
-    let backup_index = index_in(&backup_to(&source, 1, &file).await);
-    let source_dump = dump(source.store(1));
-
+    let backup = SourceBackup::take().await;
     let new = Planned::new(3).await;
-    for id in 1..=3 {
-        raftis::tool::restore::run(&file, &new.data_dir(id), id, &new.list)
-            .await
-            .unwrap();
-    }
+    new.restore(&backup.file, 1..=3).await;
     let restored = new.start().await;
 
     // A fourth node with an empty data dir joins through member 2
@@ -740,32 +763,21 @@ async fn a_node_that_joins_a_restored_cluster_gets_the_restored_data() {
     let resp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        id: 4,
-        listen: HostPort::new("127.0.0.1", resp.local_addr().unwrap().port()),
-        peer_listen: Some(HostPort::new(
-            "127.0.0.1",
-            peer.local_addr().unwrap().port(),
-        )),
-        http_listen: HostPort::new("127.0.0.1", 0),
-        data_dir: dir.path().to_path_buf(),
+    let config = Config {
         join: Some(restored.resp_addr(2).parse().unwrap()),
-        ..Config::default()
+        ..node_config(4, &resp, &peer, dir.path().to_path_buf())
     };
-    config.raft.heartbeat_interval_ms = 50;
-    config.raft.election_timeout_min_ms = 300;
-    config.raft.election_timeout_max_ms = 600;
     let fourth = raftis::node::start(config, resp, peer)
         .await
         .expect("node 4 starts");
     eventually(Duration::from_secs(30), || {
         let status = fourth.node().cluster.status();
-        status.voters == [1, 2, 3, 4] && status.last_applied >= backup_index
+        status.voters == [1, 2, 3, 4] && status.last_applied >= backup.index
     })
     .await;
     let status = fourth.node().cluster.status();
-    assert!(status.snapshot_index >= backup_index, "{status:?}");
-    assert_eq!(dump(&fourth.node().store), source_dump);
+    assert!(status.snapshot_index >= backup.index, "{status:?}");
+    assert_eq!(dump(&fourth.node().store), backup.dump);
     assert_eq!(restored.node(1).cluster.status().voters, [1, 2, 3, 4]);
 }
 
@@ -815,9 +827,7 @@ async fn cutting_relay(upstream: String, cut_after: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_connection_lost_mid_transfer_is_resumed() {
-    let source = Nodes::fresh(1).await;
-    let mut con = source.client(1).await;
-    populate(&mut con).await;
+    let source = populated_node().await;
     // Cut after the first 4 MiB chunk and part of the second.
     let relay = cutting_relay(source.resp_addr(1), 6 * 1024 * 1024).await;
     let scratch = tempfile::tempdir().unwrap();
@@ -828,9 +838,7 @@ async fn a_connection_lost_mid_transfer_is_resumed() {
     let backup_index = index_in(&summary);
 
     let new = Planned::new(1).await;
-    raftis::tool::restore::run(&file, &new.data_dir(1), 1, &new.list)
-        .await
-        .unwrap();
+    new.restore(&file, [1]).await;
     let restored = new.start().await;
     assert!(restored.node(1).cluster.status().last_applied >= backup_index);
     assert_eq!(dump(restored.store(1)), dump(source.store(1)));

@@ -54,15 +54,7 @@ async fn info_persistence_shows_log_snapshot_and_disk_figures() {
     );
 
     let before = now_secs();
-    let mut con = cluster.client(leader).await;
-    for i in 0..100 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(i)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-    }
+    cluster.set_numbered_keys(leader, "key:", 100).await;
     // Snapshots every 20 entries and the purge behind them keep the log
     // short; INFO says so.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

@@ -19,17 +19,7 @@ async fn a_survivor_forced_into_a_new_cluster_keeps_its_data_and_takes_writes() 
     .await;
     let leader = cluster.wait_for_leader().await;
     let survivor = cluster.followers(leader)[0];
-    {
-        let mut con = cluster.client(leader).await;
-        for i in 0..50 {
-            let _: () = redis::cmd("SET")
-                .arg(format!("k{i}"))
-                .arg(i)
-                .query_async(&mut con)
-                .await
-                .unwrap();
-        }
-    }
+    cluster.set_numbered_keys(leader, "k", 50).await;
     // The survivor has every acknowledged write applied before the others go.
     let target = cluster.status(leader).commit_index;
     eventually(Duration::from_secs(10), || {
@@ -80,8 +70,22 @@ async fn a_survivor_forced_into_a_new_cluster_keeps_its_data_and_takes_writes() 
         .unwrap();
     drop(con);
 
-    // The new membership is on disk: a plain restart stays a one-voter cluster.
+    // A flag left on is refused: forcing again after members were added
+    // back would make a second leader.
     cluster.stop(survivor).await;
+    let config = cluster.config_mut(survivor).clone();
+    let resp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let Err(e) = raftis::node::start(config, resp, peer).await else {
+        panic!("a second forced start must fail");
+    };
+    assert!(
+        e.to_string()
+            .contains("--force-new-cluster was already applied to this data dir"),
+        "{e}"
+    );
+
+    // The new membership is on disk: a plain restart stays a one-voter cluster.
     cluster.config_mut(survivor).force_new_cluster = false;
     cluster.restart(survivor).await;
     eventually(Duration::from_secs(10), || {

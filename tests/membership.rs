@@ -1,8 +1,8 @@
 //! Membership changes with every node in this process: adding a learner and
 //! promoting it, joining with `--join` (through a follower, so the request
 //! is forwarded to the leader), removing a node (which then answers
-//! `-CLUSTERDOWN removed from the cluster`, across a restart, without
-//! disturbing the others' term), the refusals (last voter, quorum loss with
+//! `-CLUSTERDOWN removed from the cluster`, across a restart, and stops its
+//! Raft, so it starts no elections), the refusals (last voter, quorum loss with
 //! a node down, an id taken with another address, unknown ids, bad
 //! arguments) and the `INFO raft` fields.
 
@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{eventually, Cluster, NodeTuning};
+use common::{eventually, eventually_async, Cluster, NodeTuning};
 use raftis::config::{Config, HostPort};
 use raftis::node::RunningNode;
 use tokio::net::TcpListener;
@@ -121,6 +121,37 @@ impl Extra {
                 .await
                 .expect("node restarts"),
         );
+    }
+}
+
+/// How a node's peer port answers a Raft request once its Raft has
+/// stopped (openraft's `Fatal::Stopped`).
+const RAFT_STOPPED: &str = "raft stopped";
+
+/// Asks the node whose peer port is `peer` for a pre-vote, as a stranger
+/// (id 1000, term 0) would: nothing a running Raft grants or acts on.
+/// `Ok` when its Raft answered, else why not.
+async fn pre_vote(peer: SocketAddr) -> Result<(), String> {
+    use raftis::cluster::network::{Peers, SelfInfo};
+    use raftis::cluster::rpc::{PeerRequest, PeerResponse};
+    use raftis::cluster::types::Vote;
+    const STRANGER: u64 = 1000;
+    let peers = Peers::new(
+        SelfInfo {
+            node_id: STRANGER,
+            resp_addr: "127.0.0.1:1".into(),
+        },
+        Duration::from_secs(2),
+    );
+    let request = openraft::raft::VoteRequest::new(Vote::new(0, STRANGER), None);
+    match peers
+        .channel(4, &peer.to_string())
+        .call(PeerRequest::PreVote(request), Duration::from_secs(5))
+        .await
+    {
+        Ok(PeerResponse::Vote(_)) => Ok(()),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -254,6 +285,9 @@ async fn joined_node_is_removed_and_stays_removed() {
     assert_eq!(listed[&4]["resp_addr"], extra.resp.to_string());
     assert!(listed.values().all(|n| n["reachable"] == "1"), "{listed:?}");
 
+    // A member's Raft answers a pre-vote (declining a stranger's).
+    assert_eq!(pre_vote(extra.peer).await, Ok(()));
+
     assert_eq!(
         cmd(&mut on_follower, &["RAFT.NODE", "REMOVE", "4"]).await,
         Ok("OK".into())
@@ -275,16 +309,24 @@ async fn joined_node_is_removed_and_stays_removed() {
         Err(removed.clone())
     );
 
-    // The removed node starts no elections: the others' term stays put
-    // over several election timeouts.
-    let term = cluster.status(leader).term;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(cluster.status(leader).term, term);
+    // The removed node starts no elections: its Raft stops (once another
+    // node leads), so nothing is left on it to time out and campaign. Its
+    // peer port still answers, with Raft's "stopped" to a pre-vote.
+    eventually_async(SETTLE, || async {
+        matches!(pre_vote(extra.peer).await, Err(e) if e.ends_with(RAFT_STOPPED))
+    })
+    .await;
     assert_eq!(cluster.status(leader).role, "leader");
 
-    // It remembers across a restart.
+    // It remembers across a restart, and starts no Raft.
     extra.restart().await;
     assert!(extra.status().removed);
+    assert_eq!(
+        pre_vote(extra.peer)
+            .await
+            .map_err(|e| e.ends_with(RAFT_STOPPED)),
+        Err(true)
+    );
     let mut on_extra = client(extra.resp).await;
     assert_eq!(cmd(&mut on_extra, &["GET", "k"]).await, Err(removed));
     assert_eq!(cmd(&mut on_follower, &["GET", "k"]).await.unwrap(), "v");
@@ -313,14 +355,18 @@ async fn refusals_say_why() {
             "ERR peer address {taken_addr} is already used by node {taken_id}"
         ))
     );
-    // Re-adding a voter with its own address is fine (a join retried).
+    // Re-adding a voter, even with its own address, is refused: it may be
+    // one that lost its data.
     assert_eq!(
         cmd(
             &mut con,
             &["RAFT.NODE", "ADD", &taken_id.to_string(), &taken_addr]
         )
         .await,
-        Ok("OK".into())
+        Err(format!(
+            "ERR node {taken_id} is already a voter; if its data dir was lost, remove it \
+             first (RAFT.NODE REMOVE {taken_id}) and add it again under a new id"
+        ))
     );
     assert_eq!(
         cmd(&mut con, &["RAFT.NODE", "PROMOTE", "9"]).await,
@@ -451,4 +497,7 @@ async fn a_node_removed_while_down_learns_it_when_it_returns() {
     );
     assert_eq!(cluster.status(leader).term, term);
     assert_eq!(cluster.status(leader).role, "leader");
+    // Restarting with --join must not have asked to add it back.
+    let status = cluster.status(leader);
+    assert_eq!((status.voters, status.learners), (vec![1, 2, 3], vec![]));
 }

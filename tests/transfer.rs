@@ -182,33 +182,52 @@ async fn accepts(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_ok()
 }
 
+/// Graceful stops of the leader tried before the handoff test gives up. A
+/// handoff may honestly fail on a loaded machine (the chosen successor did
+/// not win in time; the node then stops as leader and the others elect one
+/// after an election timeout), so one failure is retried, not fatal.
+const SHUTDOWN_ATTEMPTS: usize = 3;
+
+/// A client that runs `INCR counter` without pause until told to stop.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Writer {
+    fn start(mut con: redis::aio::MultiplexedConnection) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    let r: redis::RedisResult<i64> = redis::cmd("INCR")
+                        .arg("counter")
+                        .query_async(&mut con)
+                        .await;
+                    match r {
+                        Ok(_) => ok += 1,
+                        Err(e) => failed.push(error_text(&e)),
+                    }
+                }
+                (ok, failed)
+            }
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops it; returns how many writes succeeded and why the others failed.
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_on_the_leader_hands_over_without_failing_writes_elsewhere() {
     let mut cluster = Cluster::start(3, NodeTuning::default()).await;
     let leader = cluster.wait_for_leader().await;
-    let writer_node = cluster.followers(leader)[0];
-
-    // A client on a node that stays up writes without pause throughout.
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writer_con = cluster.client(writer_node).await;
-    let writer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            while !stop.load(Ordering::SeqCst) {
-                let r: redis::RedisResult<i64> = redis::cmd("INCR")
-                    .arg("counter")
-                    .query_async(&mut writer_con)
-                    .await;
-                match r {
-                    Ok(_) => ok += 1,
-                    Err(e) => failed.push(error_text(&e)),
-                }
-            }
-            (ok, failed)
-        })
-    };
-
     let mut con = cluster.client(leader).await;
     let abort: redis::RedisResult<String> = redis::cmd("SHUTDOWN")
         .arg("ABORT")
@@ -228,51 +247,72 @@ async fn shutdown_on_the_leader_hands_over_without_failing_writes_elsewhere() {
         "ERR syntax error"
     );
 
-    // As in Redis, a successful SHUTDOWN closes the connection unanswered.
-    let shutdown: redis::RedisResult<redis::Value> = redis::cmd("SHUTDOWN")
-        .arg("NOSAVE")
-        .query_async(&mut con)
+    let mut failed_handoffs = Vec::new();
+    for attempt in 1..=SHUTDOWN_ATTEMPTS {
+        let leader = cluster.wait_for_leader().await;
+        // A client on a node that stays up writes without pause throughout.
+        let writer_node = cluster.followers(leader)[0];
+        let writer = Writer::start(cluster.client(writer_node).await);
+
+        // As in Redis, a successful SHUTDOWN closes the connection unanswered.
+        let mut con = cluster.client(leader).await;
+        let shutdown: redis::RedisResult<redis::Value> = redis::cmd("SHUTDOWN")
+            .arg("NOSAVE")
+            .query_async(&mut con)
+            .await;
+        let err = shutdown.expect_err("SHUTDOWN has no reply");
+        assert!(
+            err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error(),
+            "SHUTDOWN ended with {err:?}, not a closed connection"
+        );
+        let addr = cluster.resp_addr(leader);
+        eventually_async(SETTLE, || async { !accepts(addr).await }).await;
+
+        // Its last view names whoever it handed over to; still itself if
+        // the handoff failed.
+        let successor = cluster.status(leader).leader_id;
+        cluster.stop(leader).await;
+        let new_leader = cluster.wait_for_leader().await;
+        if successor.is_none_or(|s| s == leader) {
+            // Writes in flight when a leader stops without a handoff may
+            // fail: this attempt's writer is not judged.
+            let (_, failed) = writer.finish().await;
+            failed_handoffs.push(format!(
+                "attempt {attempt}: node {leader} stopped without a handoff \
+                 (its last view names {successor:?}); {} writes failed",
+                failed.len()
+            ));
+            cluster.restart(leader).await;
+            continue;
+        }
+        assert_eq!(Some(new_leader), successor);
+
+        let check = cluster.client(writer_node).await;
+        let counter = |mut con: redis::aio::MultiplexedConnection| async move {
+            redis::cmd("GET")
+                .arg("counter")
+                .query_async::<i64>(&mut con)
+                .await
+                .unwrap()
+        };
+        let before = counter(check.clone()).await;
+        // Writes keep flowing under the new leader.
+        eventually_async(SETTLE, || {
+            let check = check.clone();
+            async move { counter(check).await > before + 5 }
+        })
         .await;
-    let err = shutdown.expect_err("SHUTDOWN has no reply");
-    assert!(
-        err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error(),
-        "SHUTDOWN ended with {err:?}, not a closed connection"
+        let (ok, failed) = writer.finish().await;
+        assert!(
+            failed.is_empty(),
+            "writes failed on node {writer_node} (after {failed_handoffs:?}): {failed:?}"
+        );
+        assert!(ok > 5, "only {ok} writes succeeded");
+        return;
+    }
+    panic!(
+        "no SHUTDOWN handed leadership over in {SHUTDOWN_ATTEMPTS} attempts: {failed_handoffs:?}"
     );
-    let addr = cluster.resp_addr(leader);
-    eventually_async(SETTLE, || async { !accepts(addr).await }).await;
-
-    // It handed over before stopping: its last view names a new leader.
-    let successor = cluster.status(leader).leader_id;
-    assert!(
-        successor.is_some_and(|s| s != leader),
-        "the stopped leader's last view names {successor:?} as leader"
-    );
-    cluster.stop(leader).await;
-    let new_leader = cluster.wait_for_leader().await;
-    assert_eq!(Some(new_leader), successor);
-
-    let check = cluster.client(writer_node).await;
-    let counter = |mut con: redis::aio::MultiplexedConnection| async move {
-        redis::cmd("GET")
-            .arg("counter")
-            .query_async::<i64>(&mut con)
-            .await
-            .unwrap()
-    };
-    let before = counter(check.clone()).await;
-    // Writes keep flowing under the new leader.
-    eventually_async(SETTLE, || {
-        let check = check.clone();
-        async move { counter(check).await > before + 5 }
-    })
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    let (ok, failed) = writer.await.unwrap();
-    assert!(
-        failed.is_empty(),
-        "writes failed on node {writer_node}: {failed:?}"
-    );
-    assert!(ok > 5, "only {ok} writes succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -293,4 +333,97 @@ async fn shutdown_now_stops_without_a_handoff() {
     let new_leader = cluster.wait_for_leader().await;
     assert_ne!(new_leader, leader);
     write_ok(&cluster, new_leader, "after-shutdown-now").await;
+}
+
+/// Writes `request` in one piece, as a pipelining client does, and reads
+/// until `expected` has arrived (or the server closes), then checks that
+/// the server closes the connection without sending more.
+async fn pipeline_then_closed(addr: SocketAddr, request: &[u8], expected: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let closed = loop {
+        if got.len() >= expected.len() {
+            break false;
+        }
+        match tokio::time::timeout(SETTLE, stream.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!(
+                "no more replies within {SETTLE:?}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected),
+        "replies to the requests before SHUTDOWN (connection closed early: {closed})"
+    );
+    // Nothing for SHUTDOWN itself or what followed it: the connection
+    // closes (cleanly or with a reset) once the node stops.
+    let after = tokio::time::timeout(SETTLE, stream.read(&mut chunk))
+        .await
+        .expect("the connection closes once the node stops");
+    assert!(
+        matches!(after, Ok(0) | Err(_)),
+        "sent after SHUTDOWN: {:?}",
+        after.map(|n| String::from_utf8_lossy(&chunk[..n]).into_owned())
+    );
+}
+
+/// Writes `request` in one piece and reads exactly the bytes of `expected`.
+async fn pipeline_answered(addr: SocketAddr, request: &[u8], expected: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut got = vec![0u8; expected.len()];
+    tokio::time::timeout(SETTLE, stream.read_exact(&mut got))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_in_a_pipeline_answers_the_requests_before_it() {
+    let mut cluster = Cluster::start(3, NodeTuning::default()).await;
+    let leader = cluster.wait_for_leader().await;
+    let survivor = cluster.followers(leader)[0];
+    let addr = cluster.resp_addr(leader);
+
+    // A SHUTDOWN that fails runs in order with the requests around it.
+    pipeline_answered(
+        addr,
+        b"SET a 1\r\nSHUTDOWN ABORT\r\nGET a\r\n",
+        b"+OK\r\n-ERR No shutdown in progress.\r\n$1\r\n1\r\n",
+    )
+    .await;
+
+    // As from a Redis primary that waits for its replicas: the replies to
+    // what came before SHUTDOWN arrive, SHUTDOWN itself gets none, and what
+    // came after it never runs.
+    pipeline_then_closed(
+        addr,
+        b"SET a 2\r\nGET a\r\nSHUTDOWN\r\nSET b 1\r\n",
+        b"+OK\r\n$1\r\n2\r\n",
+    )
+    .await;
+    eventually_async(SETTLE, || async { !accepts(addr).await }).await;
+    cluster.stop(leader).await;
+    cluster.wait_for_leader().await;
+    let mut con = cluster.client(survivor).await;
+    let (a, b): (Option<String>, Option<String>) = redis::pipe()
+        .get("a")
+        .get("b")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(a.as_deref(), Some("2"));
+    assert_eq!(b, None, "a request after SHUTDOWN ran");
 }

@@ -172,6 +172,37 @@ impl Core {
     /// or `max` elapses, whichever is first.
     pub async fn wait_for_change(&self, max: Duration) {
         let mut rx = self.raft.metrics();
-        let _ = tokio::time::timeout(max, rx.changed()).await;
+        if let Ok(Err(_)) = tokio::time::timeout(max, rx.changed()).await {
+            // The metrics sender is gone: Raft has stopped and nothing will
+            // change; waiting out `max` keeps callers' retry loops from spinning.
+            tokio::time::sleep(max).await;
+        }
     }
+}
+
+/// Who a leader's replication metrics say is keeping up: each follower's
+/// matched log index, and the followers that acknowledged a heartbeat or
+/// replication within `reach`. Membership changes, leader transfer and the
+/// disk guard's handoff all judge followers by these two figures.
+pub(super) fn follower_progress(
+    m: &openraft::RaftMetrics<super::types::TypeConfig>,
+    reach: Duration,
+) -> (
+    std::collections::BTreeMap<u64, u64>,
+    std::collections::BTreeSet<u64>,
+) {
+    use openraft::Instant as _;
+    let matched = m
+        .replication
+        .iter()
+        .flatten()
+        .map(|(id, log)| (*id, log.as_ref().map_or(0, |l| l.index)))
+        .collect();
+    let reachable = m
+        .heartbeat
+        .iter()
+        .flatten()
+        .filter_map(|(id, at)| at.as_ref().filter(|at| at.elapsed() <= reach).map(|_| *id))
+        .collect();
+    (matched, reachable)
 }

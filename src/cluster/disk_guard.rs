@@ -12,9 +12,8 @@
 //!   refused" (`forward.rs` checks at entry, before anything is proposed;
 //!   the expiry loop's deletions go the same way and are skipped). Reads
 //!   keep working. If the node leads, it also refuses writes forwarded by
-//!   followers and hands leadership to the most up-to-date reachable voter
-//!   (at most once per [`HANDOFF_PERIOD`]), so that a healthy majority keeps
-//!   taking writes. It still stores what the leader replicates: the log of a
+//!   followers and hands leadership to another voter (see *Leader
+//!   handoff* below), so that a healthy majority keeps taking writes. It still stores what the leader replicates: the log of a
 //!   follower does not grow faster than the cluster's writes, and a node
 //!   that stays current keeps answering linearizable reads.
 //! - **Critical** (below half of `min_free_mb`): the node also refuses
@@ -23,6 +22,33 @@
 //!   backoff. The remaining half is a reserve for what the node writes on its
 //!   own (fjall's journal rotation and compaction, snapshot builds), so it
 //!   never reaches a real "no space left on device".
+//!
+//! Snapshots from the leader are held to the same reserve at every level
+//! ([`DiskGuard::snapshot_refusal`]): installing one takes about three times
+//! its file's size (the received file, the imported data, the copy kept to
+//! serve others), so each chunk, and the install itself, is refused with
+//! `NoSpace` when that would no longer fit above half of `min_free_mb`
+//! (always so when Critical). A refused transfer is abandoned and its
+//! partial file removed; the leader retries about once a second
+//! (`network.rs`). The size learned from a refused transfer is remembered
+//! for [`SNAPSHOT_SIZE_MEMORY`], so the retries are refused before anything
+//! is written instead of filling and deleting the same file over and over.
+//!
+//! # Leader handoff
+//!
+//! A Low leader hands leadership over at most once per Low episode (the
+//! episode ends when space is back to Enough): if the new leader is low
+//! too, it hands off once in turn, and leadership settles after at most one
+//! handoff per low node instead of moving back and forth. The target must
+//! have acknowledged the leader lately and hold the leader's whole log:
+//! a node that refused entries for lack of space (or lags for any other
+//! reason) could not take over, and starting a transfer stops the leader's
+//! heartbeats, costing an election. Among those, a node other than the one
+//! this node took leadership from is preferred (it may have handed off for
+//! lack of space), then the lowest id. A leader waits an election timeout
+//! after it is elected before it picks (what it knows of the others' logs
+//! comes with their first answers). With no voter that qualifies it keeps
+//! leadership, refusing writes, says so once, and looks again every check.
 //!
 //! When space comes back the node resumes by itself: it takes writes again,
 //! and the leader's retries bring its log up to date (or a snapshot does,
@@ -50,27 +76,46 @@
 //!   written within one [`CHECK_PERIOD`] can still reach ENOSPC (see above).
 //! - Space measured is what unprivileged users may use (`f_bavail`); root's
 //!   reserved blocks are not counted as free.
+//! - "Three times the file" is an estimate of a snapshot install's peak
+//!   (fjall's journal and tables may briefly hold more while importing).
+//! - A node that gets leadership back within the same Low episode (by an
+//!   election, say after its successor failed) keeps it and refuses writes
+//!   until space is freed or an operator moves it (`RAFT.TRANSFER_LEADER`):
+//!   that is the price of never moving leadership back and forth.
+//! - The node leadership came from is noted every [`CHECK_PERIOD`]; one that
+//!   led for less than that may not be recognised as such.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::Fatal;
+use openraft::ServerState;
 
 use super::core::Core;
 use super::log_store::LogStore;
 use super::rpc::RemoteError;
 use super::state_machine::last_snapshot_time;
+use super::transfer::TransferRefusal;
 use super::Cluster;
 
 /// How often free space is measured.
 pub const CHECK_PERIOD: Duration = Duration::from_millis(250);
 
-/// Least time between two leader handoffs for lack of space: a handoff that
-/// did not happen (no reachable voter) is not retried in a tight loop.
+/// Least time between two attempts at a leader handoff for lack of space
+/// that the leader refused before starting it (the target stopped
+/// answering meanwhile, say). A transfer that started is not retried in the
+/// same Low episode at all.
 pub const HANDOFF_PERIOD: Duration = Duration::from_secs(3);
+
+/// How long the size of a snapshot refused for lack of space is
+/// remembered: new transfers at least that big are refused before anything
+/// is written, until space is freed or this much time passes (the leader's
+/// snapshot may have shrunk meanwhile).
+pub const SNAPSHOT_SIZE_MEMORY: Duration = Duration::from_secs(30);
 
 const MIB: u64 = 1024 * 1024;
 
@@ -121,6 +166,8 @@ pub struct DiskGuard {
     level: AtomicU8,
     /// The log and database, for sizes in INFO.
     log: LogStore,
+    /// The size of the last snapshot refused for lack of space, and when.
+    refused_snapshot: Mutex<Option<(u64, Instant)>>,
 }
 
 /// What `INFO persistence` reports about this node's disk.
@@ -170,6 +217,7 @@ impl DiskGuard {
             free_bytes: AtomicU64::new(u64::MAX),
             level: AtomicU8::new(SpaceLevel::Enough as u8),
             log,
+            refused_snapshot: Mutex::new(None),
         };
         guard.refresh();
         guard
@@ -233,6 +281,60 @@ impl DiskGuard {
         })
     }
 
+    /// Why the snapshot being received must be refused here, or `None`:
+    /// `received` bytes of its file are on disk already and `next` more are
+    /// about to be written (0 when the file is complete and about to be
+    /// installed). Refused when its install (about three times the file)
+    /// would not fit above half of `min_free_mb`; a new transfer
+    /// (`received` 0) is also refused while one at least as big as it was
+    /// refused within [`SNAPSHOT_SIZE_MEMORY`] would not fit. Measures free
+    /// space now: a burst of chunks is much faster than [`CHECK_PERIOD`].
+    #[must_use]
+    pub fn snapshot_refusal(&self, received: u64, next: u64) -> Option<RemoteError> {
+        if self.min_free_bytes == 0 {
+            return None;
+        }
+        self.refresh();
+        let free = self.free_bytes();
+        let size = received.saturating_add(next);
+        let mut remembered = self
+            .refused_snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !snapshot_fits(free, self.min_free_bytes, received, size) {
+            let known = remembered
+                .filter(|(_, at)| at.elapsed() < SNAPSHOT_SIZE_MEMORY)
+                .map(|(known, _)| known);
+            let error = self.snapshot_refusal_error(free, size);
+            // Logged once per size learned, not once per retry.
+            if known.is_none_or(|known| size > known) {
+                *remembered = Some((size, Instant::now()));
+                tracing::warn!("{error}");
+            }
+            return Some(error);
+        }
+        if received == 0 {
+            if let Some((known, _)) =
+                remembered.filter(|(_, at)| at.elapsed() < SNAPSHOT_SIZE_MEMORY)
+            {
+                if !snapshot_fits(free, self.min_free_bytes, 0, known) {
+                    return Some(self.snapshot_refusal_error(free, known));
+                }
+            }
+        }
+        None
+    }
+
+    fn snapshot_refusal_error(&self, free: u64, size: u64) -> RemoteError {
+        RemoteError::NoSpace(snapshot_message(
+            self.node_id,
+            free,
+            &self.data_dir,
+            size,
+            self.min_free_bytes,
+        ))
+    }
+
     fn low_message(&self, free: u64) -> String {
         low_message(
             self.node_id,
@@ -289,6 +391,31 @@ fn low_message(node_id: u64, free: u64, path: &Path, min_free_mb: u64) -> String
     )
 }
 
+/// Whether `free` bytes hold what is left to do for a snapshot of `size`
+/// bytes of which `received` are written (the rest of the file, then the
+/// import and the kept copy, each about the file's size) and still leave
+/// half of `min_free`.
+fn snapshot_fits(free: u64, min_free: u64, received: u64, size: u64) -> bool {
+    let needed = size
+        .saturating_sub(received)
+        .saturating_add(size.saturating_mul(2));
+    free >= (min_free / 2).saturating_add(needed)
+}
+
+/// The text of a snapshot refusal, after the `NoSpace` error's prefix.
+fn snapshot_message(node_id: u64, free: u64, path: &Path, size: u64, min_free: u64) -> String {
+    format!(
+        "disk space low on node {node_id}: {} MiB free under {}; installing a snapshot of at \
+         least {} MiB takes about {} MiB and must leave {} MiB (half of storage.min_free_mb); \
+         the snapshot is refused until space is freed",
+        free / MIB,
+        path.display(),
+        size.div_ceil(MIB),
+        size.saturating_mul(3).div_ceil(MIB),
+        min_free / 2 / MIB
+    )
+}
+
 /// Bytes an unprivileged process may still write on the filesystem holding `path`.
 fn free_bytes(path: &Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(path)?;
@@ -300,12 +427,12 @@ fn unix_seconds(t: SystemTime) -> u64 {
 }
 
 /// The guard's task: measures every [`CHECK_PERIOD`]; while this node is
-/// low and leads a cluster with other voters, hands leadership over (at
-/// most once per [`HANDOFF_PERIOD`]). Runs until aborted.
+/// low and leads a cluster with other voters, hands leadership over (see
+/// *Leader handoff* above). Runs until aborted.
 pub(super) async fn run(core: Arc<Core>) {
     let mut tick = tokio::time::interval(CHECK_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_handoff: Option<Instant> = None;
+    let mut episode = HandoffEpisode::default();
     let mut stop_logged = false;
     loop {
         tick.tick().await;
@@ -315,25 +442,155 @@ pub(super) async fn run(core: Arc<Core>) {
                 stop_logged = true;
             }
         }
-        if core.disk.refresh() == SpaceLevel::Enough {
+        let level = core.disk.refresh();
+        let view = handoff_view(&core, episode.previous_leader);
+        if let Some(leader) = view.leader.filter(|l| *l != core.id) {
+            episode.previous_leader = Some(leader);
+        }
+        let now = Instant::now();
+        episode.leading_since = if view.leads {
+            Some(episode.leading_since.unwrap_or(now))
+        } else {
+            None
+        };
+        // A leader elected a moment ago has not heard from every member
+        // yet: what it knows of their logs waits for an election timeout.
+        let settled = episode
+            .leading_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= view.reach);
+        if !episode.may_try(level, now) || !settled || !view.leads_others() {
             continue;
         }
-        if last_handoff.is_some_and(|at| at.elapsed() < HANDOFF_PERIOD) || !leads_others(&core) {
-            continue;
-        }
-        last_handoff = Some(Instant::now());
-        let deadline = Instant::now() + core.request_timeout;
-        match core.move_leader(None, deadline).await {
-            Ok(Ok(to)) => {
-                tracing::warn!(to, "handed leadership over: this node is low on disk space")
+        let Some(target) = handoff_target(&view) else {
+            if !episode.no_target_logged {
+                episode.no_target_logged = true;
+                tracing::warn!(
+                    "low on disk space, but no other voter is reachable and holds the whole log; \
+                     keeping leadership, writes stay refused"
+                );
             }
-            Ok(Err(refusal)) => tracing::warn!(
-                %refusal,
-                "low on disk space but could not hand leadership over; writes stay refused"
-            ),
+            continue;
+        };
+        episode.tried_at = Some(Instant::now());
+        let deadline = Instant::now() + core.request_timeout;
+        match core.move_leader(Some(target), deadline).await {
+            Ok(Ok(to)) => {
+                episode.handed_off = true;
+                tracing::warn!(to, "handed leadership over: this node is low on disk space");
+            }
+            Ok(Err(refusal)) => {
+                // Started and not completed: the election it caused is
+                // not repeated in this episode.
+                episode.handed_off = matches!(refusal, TransferRefusal::NotCompleted { .. });
+                tracing::warn!(
+                    %refusal,
+                    "low on disk space but could not hand leadership over; writes stay refused"
+                );
+            }
             Err(e) => tracing::debug!(error = %e, "leadership handoff for disk space"),
         }
     }
+}
+
+/// The handoff's bookkeeping across checks: what bounds it to one transfer
+/// per Low episode.
+#[derive(Debug, Default)]
+struct HandoffEpisode {
+    /// A transfer was started in this episode.
+    handed_off: bool,
+    /// When a handoff was last attempted.
+    tried_at: Option<Instant>,
+    /// "No target" was logged in this episode.
+    no_target_logged: bool,
+    /// The last other node seen leading: where this node's leadership
+    /// likely came from.
+    previous_leader: Option<u64>,
+    /// Since when this node leads, if it does.
+    leading_since: Option<Instant>,
+}
+
+impl HandoffEpisode {
+    /// Whether a handoff may be attempted now at `level`; space back to
+    /// Enough ends the episode.
+    fn may_try(&mut self, level: SpaceLevel, now: Instant) -> bool {
+        if level == SpaceLevel::Enough {
+            self.handed_off = false;
+            self.tried_at = None;
+            self.no_target_logged = false;
+            return false;
+        }
+        !self.handed_off
+            && self
+                .tried_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= HANDOFF_PERIOD)
+    }
+}
+
+/// What the guard knows about the cluster when it picks a successor.
+#[derive(Debug, Default)]
+struct HandoffView {
+    /// This node's id.
+    id: u64,
+    /// Whether this node leads.
+    leads: bool,
+    /// The current leader, if known.
+    leader: Option<u64>,
+    /// Voter ids.
+    voters: BTreeSet<u64>,
+    /// This node's last log index.
+    last_log_index: u64,
+    /// Highest log index known replicated to each member (leader only).
+    matched: BTreeMap<u64, u64>,
+    /// Members that acknowledged the leader within an election timeout.
+    reachable: BTreeSet<u64>,
+    /// The last other node seen leading.
+    previous_leader: Option<u64>,
+    /// How recent an acknowledgement counts as reachable: an election
+    /// timeout.
+    reach: Duration,
+}
+
+impl HandoffView {
+    /// This node leads, and some other voter could.
+    fn leads_others(&self) -> bool {
+        self.leads && self.voters.iter().any(|v| *v != self.id)
+    }
+}
+
+fn handoff_view(core: &Core, previous_leader: Option<u64>) -> HandoffView {
+    let reach = Duration::from_millis(core.raft.config().election_timeout_min);
+    let metrics = core.raft.metrics();
+    let m = metrics.borrow_watched();
+    let (matched, reachable) = super::core::follower_progress(&m, reach);
+    HandoffView {
+        id: core.id,
+        leads: m.state == ServerState::Leader && m.current_leader == Some(core.id),
+        leader: m.current_leader,
+        voters: m.membership_config.membership().voter_ids().collect(),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        matched,
+        reachable,
+        previous_leader,
+        reach,
+    }
+}
+
+/// The voter to hand leadership to for lack of space, if any: another
+/// voter that acknowledged the leader lately and holds its whole log, so
+/// that it can take over at once (one that refused entries for lack of
+/// space cannot); not the node this one took over from if another will do,
+/// then the lowest id.
+fn handoff_target(view: &HandoffView) -> Option<u64> {
+    view.voters
+        .iter()
+        .copied()
+        .filter(|v| *v != view.id && view.reachable.contains(v))
+        .filter(|v| {
+            view.matched
+                .get(v)
+                .is_some_and(|m| *m >= view.last_log_index)
+        })
+        .min_by_key(|v| (Some(*v) == view.previous_leader, *v))
 }
 
 /// Why Raft no longer runs on this node, if it stopped on its own (a
@@ -353,17 +610,6 @@ pub(super) fn raft_stopped(core: &Core) -> Option<String> {
         Fatal::Stopped => None,
         other => Some(format!("raft stopped on node {}: {other}", core.id)),
     }
-}
-
-/// This node leads, and some other voter could.
-fn leads_others(core: &Core) -> bool {
-    let metrics = core.raft.metrics();
-    let m = metrics.borrow_watched();
-    m.current_leader == Some(core.id)
-        && m.membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v != core.id)
 }
 
 impl Cluster {
@@ -411,6 +657,102 @@ mod tests {
             "disk space low on node 2: 80 MiB free under /data, below storage.min_free_mb (256 MiB); \
              writes are refused until space is freed"
         );
+    }
+
+    #[test]
+    fn a_snapshot_must_fit_three_times_above_half_the_threshold() {
+        let min = 16 * MIB;
+        // Nothing received yet: 3 MiB for a 1 MiB snapshot, over 8 MiB.
+        assert!(snapshot_fits(11 * MIB, min, 0, MIB));
+        assert!(!snapshot_fits(11 * MIB - 1, min, 0, MIB));
+        // 2 MiB on disk of a 3 MiB file: 1 MiB more, then 6 MiB to install.
+        assert!(snapshot_fits(15 * MIB, min, 2 * MIB, 3 * MIB));
+        assert!(!snapshot_fits(15 * MIB - 1, min, 2 * MIB, 3 * MIB));
+        // The whole file received: the install needs twice it again.
+        assert!(snapshot_fits(14 * MIB, min, 3 * MIB, 3 * MIB));
+        assert!(!snapshot_fits(14 * MIB - 1, min, 3 * MIB, 3 * MIB));
+        // Critical: even an empty chunk is refused.
+        assert!(!snapshot_fits(min / 2 - 1, min, 0, 0));
+        assert!(snapshot_fits(u64::MAX, min, 0, u64::MAX));
+    }
+
+    #[test]
+    fn the_snapshot_refusal_says_what_it_needs() {
+        assert_eq!(
+            snapshot_message(3, 9 * MIB + 5, Path::new("/data"), 2 * MIB + 1, 16 * MIB),
+            "disk space low on node 3: 9 MiB free under /data; installing a snapshot of at \
+             least 3 MiB takes about 7 MiB and must leave 8 MiB (half of storage.min_free_mb); \
+             the snapshot is refused until space is freed"
+        );
+    }
+
+    #[test]
+    fn one_handoff_per_low_episode() {
+        let t0 = Instant::now();
+        let mut episode = HandoffEpisode::default();
+        assert!(!episode.may_try(SpaceLevel::Enough, t0));
+        assert!(episode.may_try(SpaceLevel::Low, t0));
+        // An attempt the leader refused before starting: retried after
+        // HANDOFF_PERIOD.
+        episode.tried_at = Some(t0);
+        assert!(!episode.may_try(SpaceLevel::Low, t0 + HANDOFF_PERIOD / 2));
+        assert!(episode.may_try(SpaceLevel::Critical, t0 + HANDOFF_PERIOD));
+        // A transfer that started: not again in this episode.
+        episode.handed_off = true;
+        assert!(!episode.may_try(SpaceLevel::Low, t0 + HANDOFF_PERIOD * 100));
+        // Space came back: the next low episode may hand off again.
+        assert!(!episode.may_try(SpaceLevel::Enough, t0 + HANDOFF_PERIOD * 100));
+        assert!(episode.may_try(SpaceLevel::Low, t0 + HANDOFF_PERIOD * 100));
+    }
+
+    fn leader_view() -> HandoffView {
+        HandoffView {
+            id: 1,
+            leads: true,
+            leader: Some(1),
+            voters: [1, 2, 3, 4].into(),
+            last_log_index: 10,
+            matched: [(1, 10), (2, 10), (3, 10), (4, 10), (5, 10)].into(),
+            reachable: [1, 2, 3, 4, 5].into(),
+            previous_leader: None,
+            reach: Duration::from_millis(300),
+        }
+    }
+
+    #[test]
+    fn the_handoff_goes_to_a_reachable_voter_holding_the_whole_log() {
+        let mut v = leader_view();
+        assert!(v.leads_others());
+        assert_eq!(handoff_target(&v), Some(2));
+        // Node 2 refused entries (short of space itself): it lags, and
+        // could not take over.
+        v.matched.insert(2, 7);
+        assert_eq!(handoff_target(&v), Some(3));
+        v.reachable.remove(&3);
+        assert_eq!(handoff_target(&v), Some(4));
+        // Node 5 is up to date but a learner.
+        v.matched.insert(4, 9);
+        assert_eq!(handoff_target(&v), None);
+    }
+
+    #[test]
+    fn the_handoff_avoids_the_node_leadership_came_from() {
+        let mut v = leader_view();
+        v.previous_leader = Some(2);
+        assert_eq!(handoff_target(&v), Some(3));
+        // Unless nobody else will do.
+        v.voters = [1, 2].into();
+        assert_eq!(handoff_target(&v), Some(2));
+    }
+
+    #[test]
+    fn a_follower_or_a_lone_voter_does_not_hand_off() {
+        let mut v = leader_view();
+        v.voters = [1].into();
+        assert!(!v.leads_others());
+        let mut v = leader_view();
+        v.leads = false;
+        assert!(!v.leads_others());
     }
 
     #[test]

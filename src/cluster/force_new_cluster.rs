@@ -15,12 +15,17 @@
 //!
 //! The data flow: read the vote and the last log id from the log store,
 //! write the vote for (term + 1, this node), append the membership entry at
-//! the next index under that leader id, fsync. Running it twice is harmless:
-//! the second run appends another single-voter membership entry in a higher
-//! term.
+//! the next index under that leader id, fsync, then leave a marker file in
+//! the data dir. A start with the flag finds the marker and refuses: a flag
+//! left in a unit file would otherwise force again after members were added
+//! back, and the forced node would lead alone while the others elect a
+//! leader of their own (two leaders, and the forced one's acknowledged
+//! writes truncated later). To force the same data dir a second time, the
+//! operator deletes the marker.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
+use std::io::{self, Write};
+use std::path::Path;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
@@ -39,17 +44,34 @@ pub struct ForcedMembership {
     pub index: u64,
 }
 
+/// The file, in the data dir, that records a forced membership.
+pub const MARKER: &str = "force-new-cluster.done";
+
 /// Makes `id` (reachable at `peer_addr`) the only voter of the cluster whose
-/// log `log_store` holds.
+/// log `log_store` holds, and records that in `data_dir`.
 ///
 /// # Errors
-/// `NotFound` when the log is pristine (nothing to recover: start a new
-/// cluster instead); any storage error.
+/// `AlreadyExists` when this data dir was forced before (the marker file
+/// exists); `NotFound` when the log is pristine (nothing to recover: start a
+/// new cluster instead); any storage error.
 pub async fn force_new_cluster(
     log_store: &mut LogStore,
+    data_dir: &Path,
     id: u64,
     peer_addr: &str,
 ) -> Result<ForcedMembership, io::Error> {
+    let marker = data_dir.join(MARKER);
+    if let Ok(done) = std::fs::read_to_string(&marker) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "--force-new-cluster was already applied to this data dir ({}); start \
+                 without it (delete {} to force this data dir again)",
+                done.trim(),
+                marker.display()
+            ),
+        ));
+    }
     let state = log_store.get_log_state().await?;
     let vote = log_store.read_vote().await?;
     let Some(last) = state.last_log_id else {
@@ -82,5 +104,20 @@ pub async fn force_new_cluster(
     // the vote again fsyncs the shared journal, so the entry is on disk when
     // this returns.
     log_store.save_vote(&new_vote).await?;
+    write_marker(
+        &marker,
+        &format!("term {term}, log index {index}, node {id}"),
+    )?;
     Ok(ForcedMembership { term, index })
+}
+
+fn write_marker(path: &Path, text: &str) -> io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -124,6 +124,20 @@ impl Cluster {
         // keep trying until the deadline, and if it never moved, say why.
         let mut leader_no_space = None;
         loop {
+            let stopped = {
+                use openraft::async_runtime::WatchReceiver;
+                let metrics = core.raft.metrics();
+                let m = metrics.borrow_watched();
+                m.running_state.as_ref().err().map(ToString::to_string)
+            };
+            if let Some(fatal) = stopped {
+                // Stopped Raft answers nothing; retrying until the deadline
+                // would only delay the same answer.
+                return Err(ClusterError::Unavailable(
+                    super::disk_guard::raft_stopped(core)
+                        .unwrap_or_else(|| format!("raft stopped on node {}: {fatal}", core.id)),
+                ));
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(match leader_no_space {

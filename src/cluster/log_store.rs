@@ -38,6 +38,17 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
 
+/// Opens (or creates) the log and meta keyspaces in `db`.
+fn open_keyspaces(db: &Database) -> Result<(Keyspace, Keyspace), io::Error> {
+    let log = db
+        .keyspace(LOG_KEYSPACE, KeyspaceCreateOptions::default)
+        .map_err(io::Error::other)?;
+    let meta = db
+        .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+        .map_err(io::Error::other)?;
+    Ok((log, meta))
+}
+
 /// The Raft log store. Cloning shares the same store (the clone is what
 /// openraft uses as its log reader).
 #[derive(Clone)]
@@ -58,12 +69,7 @@ impl LogStore {
     /// # Errors
     /// Any fjall error opening the keyspaces, or failure to start the thread.
     pub fn open(db: &Database) -> Result<Self, io::Error> {
-        let log = db
-            .keyspace(LOG_KEYSPACE, KeyspaceCreateOptions::default)
-            .map_err(io::Error::other)?;
-        let meta = db
-            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
-            .map_err(io::Error::other)?;
+        let (log, meta) = open_keyspaces(db)?;
         let (tx, rx) = mpsc::channel();
         let flush_db = db.clone();
         std::thread::Builder::new()
@@ -102,12 +108,7 @@ impl LogStore {
     /// # Errors
     /// A log that is not empty (`AlreadyExists`), or any fjall error.
     pub(crate) fn seed_restored(db: &Database, last: &LogId, vote: &Vote) -> Result<(), io::Error> {
-        let log = db
-            .keyspace(LOG_KEYSPACE, KeyspaceCreateOptions::default)
-            .map_err(io::Error::other)?;
-        let meta = db
-            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
-            .map_err(io::Error::other)?;
+        let (log, meta) = open_keyspaces(db)?;
         let taken = |key: &[u8]| meta.get(key).map(|v| v.is_some()).map_err(io::Error::other);
         if log.first_key_value().is_some() || taken(KEY_PURGED)? || taken(KEY_VOTE)? {
             return Err(io::Error::new(

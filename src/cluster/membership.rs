@@ -30,8 +30,11 @@
 //! openraft stops replicating to a node as soon as the leader sees the
 //! configuration without it, so a removed node never learns of its removal
 //! from the log. The leader therefore tells it with a best-effort `Removed`
-//! peer request once the removal has committed, and tells it again whenever
-//! such a node asks for votes later (it was down during the removal, say).
+//! peer request once the removal has committed. Every node remembers the
+//! peer addresses of members that left, and any member whose committed
+//! membership no longer has a node tells it again whenever it asks for
+//! (pre-)votes later (it was down during the removal, say): the leader, or
+//! a follower when the leader is down or cut off from it.
 //! A node that hears it is removed writes a marker file into its data
 //! directory, stops its Raft instance (so it starts no elections) and
 //! answers every data command with `-CLUSTERDOWN removed from the cluster`;
@@ -50,6 +53,8 @@
 //! - If the removed node is unreachable when the removal commits and never
 //!   asks for votes afterwards, it does not learn it was removed; it then
 //!   keeps answering reads with `-CLUSTERDOWN` (no leader) rather than data.
+//!   The same holds if every member that saw it leave has restarted since
+//!   (the record of departed members is kept in memory only).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -59,7 +64,6 @@ use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
-use openraft::Instant as _;
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +170,14 @@ pub enum MembershipRefusal {
     /// openraft refused the change.
     #[error("membership change rejected: {0}")]
     Rejected(String),
+    /// The id is a voter already. Adding it again is refused rather than
+    /// answered OK: a node that lost its data dir and asks to join under its
+    /// old id must not vote again with an empty log (it could vote twice in
+    /// a term, or help elect a leader that lacks committed entries).
+    #[error(
+        "node {0} is already a voter; if its data dir was lost, remove it first (RAFT.NODE REMOVE {0}) and add it again under a new id"
+    )]
+    AlreadyVoter(u64),
 }
 
 /// Why [`Cluster::change_membership`] or [`Cluster::nodes`] failed.
@@ -315,6 +327,9 @@ fn plan(view: &LeaderView, change: &MembershipChange) -> Result<Plan, Membership
                         id: *id,
                         peer_addr: existing.clone(),
                     })
+                }
+                Some(_) if view.voters.contains(id) => {
+                    return Err(MembershipRefusal::AlreadyVoter(*id))
                 }
                 Some(_) => None,
                 None => {
@@ -474,19 +489,8 @@ impl Core {
         }
         let membership = m.membership_config.membership();
         let reach = Duration::from_millis(self.raft.config().election_timeout_min);
-        let mut reachable: BTreeSet<u64> = m
-            .heartbeat
-            .iter()
-            .flatten()
-            .filter_map(|(id, at)| at.as_ref().filter(|at| at.elapsed() <= reach).map(|_| *id))
-            .collect();
+        let (matched, mut reachable) = super::core::follower_progress(&m, reach);
         reachable.insert(self.id);
-        let matched: BTreeMap<u64, u64> = m
-            .replication
-            .iter()
-            .flatten()
-            .map(|(id, log)| (*id, log.as_ref().map_or(0, |l| l.index)))
-            .collect();
         let last = m.last_log_index.unwrap_or(0);
         let view = LeaderView {
             voters: membership.voter_ids().collect(),
@@ -702,18 +706,23 @@ impl Core {
         });
     }
 
-    /// A vote or pre-vote arrived from `candidate`: if this node leads and
-    /// `candidate` is not in the committed membership, it was removed (a
-    /// node that never joined has no log and asks for no votes), so tell it.
+    /// A vote or pre-vote arrived from `candidate`: if `candidate` is not in
+    /// this node's committed membership and this node saw it leave, it was
+    /// removed (a node that never joined has no log and asks for no votes),
+    /// so tell it. Any member answers, not only the leader: a node that was
+    /// down during its removal may reach only followers (the leader down or
+    /// cut off from it), and asking for votes is all it does.
+    ///
+    /// A membership this node has only appended is not enough: it may still
+    /// be replaced, so only a locally committed one counts (the same rule
+    /// the membership watcher uses to mark this node itself removed).
     pub fn on_vote_from(&self, candidate: u64) {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
-        if m.state != ServerState::Leader {
-            return;
-        }
         let membership_index = m.membership_config.log_id().as_ref().map_or(0, |l| l.index);
-        let committed = m.cluster_committed.as_ref().map_or(0, |l| l.index);
-        if membership_index > committed
+        let committed = m.local_committed.as_ref().map_or(0, |l| l.index);
+        if candidate == self.id
+            || membership_index > committed
             || m.membership_config
                 .membership()
                 .get_node(&candidate)
@@ -925,6 +934,26 @@ impl Cluster {
     pub fn is_removed(&self) -> bool {
         self.core.removed.is_removed()
     }
+
+    /// Whether this node is a voter of the membership Raft loaded from its
+    /// storage. Asked of Raft's core rather than read from the status: until
+    /// the core has published its first metrics, those show no membership at
+    /// all, and a restarted voter (or a removed node) that went by them
+    /// would ask to be added again (`--join`). False once Raft has stopped.
+    pub async fn is_voter_on_disk(&self) -> bool {
+        let id = self.core.id;
+        self.core
+            .raft
+            .with_raft_state(move |st| {
+                st.membership_state
+                    .effective()
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id)
+            })
+            .await
+            .unwrap_or(false)
+    }
 }
 
 /// Why joining a cluster (`--join`) gave up.
@@ -971,8 +1000,14 @@ pub async fn join_cluster(
     id: u64,
     peer_addr: &str,
     request_timeout: Duration,
+    has_state: bool,
 ) -> Result<(), JoinError> {
     let id_text = id.to_string();
+    let already_voter = format!("ERR {}", MembershipRefusal::AlreadyVoter(id))
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let argv: [&[u8]; 4] = [
         b"RAFT.NODE",
         b"ADD",
@@ -984,16 +1019,34 @@ pub async fn join_cluster(
     let call_timeout = request_timeout.saturating_mul(2) + Duration::from_secs(1);
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0u32;
+    let mut sent = false;
     loop {
+        let sent_before = sent;
         attempt += 1;
         tracing::info!(%addr, id, %peer_addr, attempt, "asking the cluster to add this node");
         let outcome = match crate::resp_client::RespClient::connect(addr, call_timeout).await {
-            Ok(mut client) => client.call(&argv).await.map_err(|e| e.to_string()),
+            Ok(mut client) => {
+                let reply = client.call(&argv).await.map_err(|e| e.to_string());
+                // Whatever came back, the cluster may have acted on it: a
+                // later "already a voter" may be this attempt's own doing
+                // (its reply lost or timed out).
+                sent = true;
+                reply
+            }
             Err(e) => Err(e.to_string()),
         };
         match outcome {
             Ok(crate::resp_client::RespValue::Simple(_)) => {
                 tracing::info!(%addr, id, "joined the cluster");
+                return Ok(());
+            }
+            // A node that already holds Raft state and finds itself a voter
+            // was promoted before it could learn so (a crash, a lost reply):
+            // it is in. One with no state is a voter whose data was lost.
+            Ok(crate::resp_client::RespValue::Error(message))
+                if (has_state || sent_before) && message.starts_with(&already_voter) =>
+            {
+                tracing::info!(%addr, id, "already a voter of the cluster");
                 return Ok(());
             }
             Ok(crate::resp_client::RespValue::Error(message)) if !join_retryable(&message) => {
@@ -1049,9 +1102,17 @@ mod tests {
     }
 
     #[test]
-    fn add_is_idempotent_for_the_same_address() {
+    fn add_is_idempotent_for_a_learner_and_refused_for_a_voter() {
         let v = view();
-        assert_eq!(plan(&v, &add(2, "a:2", false)), Ok(Plan::Nothing));
+        // A voter asking again may be one that lost its data: never OK.
+        assert_eq!(
+            plan(&v, &add(2, "a:2", false)),
+            Err(MembershipRefusal::AlreadyVoter(2))
+        );
+        assert_eq!(
+            plan(&v, &add(2, "a:2", true)),
+            Err(MembershipRefusal::AlreadyVoter(2))
+        );
         assert_eq!(plan(&v, &add(4, "a:4", true)), Ok(Plan::Nothing));
         assert_eq!(
             plan(&v, &add(4, "a:4", false)),

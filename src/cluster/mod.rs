@@ -254,10 +254,14 @@ impl Cluster {
         let mut log_store =
             LogStore::open(&db).map_err(ClusterError::startup("opening the raft log"))?;
         if opts.force_new_cluster {
-            let forced =
-                force_new_cluster::force_new_cluster(&mut log_store, opts.id, &opts.peer_addr)
-                    .await
-                    .map_err(ClusterError::startup("forcing a new cluster"))?;
+            let forced = force_new_cluster::force_new_cluster(
+                &mut log_store,
+                &opts.data_dir,
+                opts.id,
+                &opts.peer_addr,
+            )
+            .await
+            .map_err(ClusterError::startup("forcing a new cluster"))?;
             tracing::warn!(
                 term = forced.term,
                 index = forced.index,

@@ -502,9 +502,10 @@ impl RaftNetwork {
                 offset,
                 data: Bytes::copy_from_slice(&buf[..n]),
             };
-            match self.call(chunk, option).await? {
-                PeerResponse::ChunkWritten => {}
-                _ => return Err(CallError::Protocol(target)),
+            match self.call(chunk, option).await {
+                Ok(PeerResponse::ChunkWritten) => {}
+                Ok(_) => return Err(CallError::Protocol(target)),
+                Err(e) => return Err(pause_if_no_space(e).await),
             }
             offset += n as u64;
         }
@@ -516,12 +517,29 @@ impl RaftNetwork {
         match self
             .channel
             .call(install, option.hard_ttl().max(Duration::from_secs(60)))
-            .await?
+            .await
         {
-            PeerResponse::Snapshot(resp) => Ok(resp),
-            _ => Err(CallError::Protocol(target)),
+            Ok(PeerResponse::Snapshot(resp)) => Ok(resp),
+            Ok(_) => Err(CallError::Protocol(target)),
+            Err(e) => Err(pause_if_no_space(e).await),
         }
     }
+}
+
+/// How long the sender waits after a peer refused a snapshot for lack of
+/// disk space before it reports the failure (and openraft starts over).
+const NO_SPACE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Returns `e`, after [`NO_SPACE_PAUSE`] when it is a refusal for lack of
+/// disk space: openraft retries a failed snapshot at once, ten times, then
+/// every 200 ms, and each try reads and sends a chunk again, while freeing
+/// space takes an operator. The pause ends early if replication is closed
+/// (`full_snapshot` drops this future).
+async fn pause_if_no_space(e: CallError) -> CallError {
+    if matches!(e, CallError::Remote(_, RemoteError::NoSpace(_))) {
+        tokio::time::sleep(NO_SPACE_PAUSE).await;
+    }
+    e
 }
 
 /// Reads until `buf` is full or the file ends.

@@ -6,6 +6,10 @@
 //! hold up heartbeats), except snapshot chunks, which are written to a file in
 //! arrival order by the reading loop itself. Responses funnel through one
 //! writer task that flushes once per burst.
+//!
+//! A node short of disk space refuses log entries and snapshots
+//! (`disk_guard.rs` decides); a refused snapshot transfer is abandoned and
+//! its partial file removed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -87,15 +91,23 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                     None => PeerResponse::Error(RemoteError::Unavailable(format!(
                         "no chunks received for snapshot transfer {transfer_id}"
                     ))),
-                    Some(inc) => {
-                        let core = core.clone();
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            let body = install(&core, inc, vote, meta).await;
-                            let _ = tx.send(Envelope { id, body });
-                        });
-                        continue;
-                    }
+                    // Importing and keeping a copy take about twice the
+                    // file again: refused if that would eat the reserve.
+                    Some(inc) => match core.disk.snapshot_refusal(inc.written, 0) {
+                        Some(refusal) => {
+                            abandon(inc).await;
+                            PeerResponse::Error(refusal)
+                        }
+                        None => {
+                            let core = core.clone();
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                let body = install(&core, inc, vote, meta).await;
+                                let _ = tx.send(Envelope { id, body });
+                            });
+                            continue;
+                        }
+                    },
                 };
                 let _ = tx.send(Envelope { id, body });
             }
@@ -148,8 +160,7 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
     }
     // Unfinished incoming snapshots are garbage now.
     for (_, inc) in incoming {
-        drop(inc.file);
-        let _ = tokio::fs::remove_file(&inc.path).await;
+        abandon(inc).await;
     }
     drop(tx);
     let _ = writer_task.await;
@@ -279,8 +290,11 @@ async fn write_chunk(
         // snapshot, so every earlier transfer on this connection is
         // abandoned (a leader sends one snapshot at a time).
         for (_, old) in incoming.drain() {
-            drop(old.file);
-            let _ = tokio::fs::remove_file(&old.path).await;
+            abandon(old).await;
+        }
+        // Low on disk space: refused before anything is written.
+        if let Some(refusal) = core.disk.snapshot_refusal(0, data.len() as u64) {
+            return PeerResponse::Error(refusal);
         }
         let path = core.snapshot_dir.join(format!("incoming-{transfer_id}"));
         match tokio::fs::File::create(&path).await {
@@ -306,11 +320,30 @@ async fn write_chunk(
             inc.written
         ));
     }
+    // The file grows while free space shrinks: checked again before each
+    // chunk, and the whole transfer abandoned once the install would not
+    // fit (the leader starts over later).
+    if offset > 0 {
+        if let Some(refusal) = core.disk.snapshot_refusal(offset, data.len() as u64) {
+            if let Some(inc) = incoming.remove(&transfer_id) {
+                abandon(inc).await;
+            }
+            return PeerResponse::Error(refusal);
+        }
+    }
     if let Err(e) = inc.file.write_all(data).await {
         return err(&e);
     }
     inc.written += data.len() as u64;
     PeerResponse::ChunkWritten
+}
+
+/// Drops an incoming snapshot that will not be installed, and its file.
+async fn abandon(inc: Incoming) {
+    drop(inc.file);
+    if let Err(e) = tokio::fs::remove_file(&inc.path).await {
+        tracing::warn!(error = %e, path = %inc.path.display(), "cannot remove an abandoned snapshot file");
+    }
 }
 
 async fn install(

@@ -40,7 +40,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::Instant as _;
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 
@@ -208,24 +207,13 @@ impl Core {
                     });
                 }
                 let membership = m.membership_config.membership();
+                let (matched, reachable) = super::core::follower_progress(&m, reach);
                 let view = LeaderView {
                     id: self.id,
                     voters: membership.voter_ids().collect(),
                     members: membership.nodes().map(|(id, _)| *id).collect(),
-                    matched: m
-                        .replication
-                        .iter()
-                        .flatten()
-                        .map(|(id, log)| (*id, log.as_ref().map_or(0, |l| l.index)))
-                        .collect(),
-                    reachable: m
-                        .heartbeat
-                        .iter()
-                        .flatten()
-                        .filter_map(|(id, at)| {
-                            at.as_ref().filter(|at| at.elapsed() <= reach).map(|_| *id)
-                        })
-                        .collect(),
+                    matched,
+                    reachable,
                 };
                 choose_target(&view, to)
             };

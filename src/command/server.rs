@@ -332,9 +332,11 @@ fn parse_shutdown(args: &mut Args) -> Result<ShutdownOptions, Reply> {
 
 /// `SHUTDOWN`: stops the node gracefully (a leader hands leadership over
 /// first; `NOW` skips that) and, as in Redis, closes the connection without
-/// a reply once it does. `ABORT` has no handoff wait to cancel in progress:
-/// it answers `-ERR No shutdown in progress.`, or, while one is, that it
-/// cannot be aborted.
+/// a reply once it does. The connection runs it in a batch of its own
+/// (`server::connection`), so the replies to requests pipelined before it
+/// are written before it parks; those after it never run. `ABORT` has no
+/// handoff wait to cancel in progress: it answers `-ERR No shutdown in
+/// progress.`, or, while one is, that it cannot be aborted.
 fn shutdown(node: &Node, mut args: Args) -> AdminFuture<'_> {
     Box::pin(async move {
         let options = match parse_shutdown(&mut args) {

@@ -10,11 +10,15 @@
 //! buffer holds at most one incomplete request beyond what was read.
 //!
 //! `QUIT` is answered `+OK` after the requests before it, and the
-//! connection closes without running what follows. A protocol error is
-//! answered (after the requests before it) and closes the connection, as
-//! do the idle timeout, the end of the stream and a shutdown (after the
-//! current batch is answered). Both buffers are reused across batches and
-//! shrunk back after an unusually large one.
+//! connection closes without running what follows. `SHUTDOWN` runs in a
+//! batch of its own, after the replies to the requests before it are
+//! written: a successful one never answers (its connection is closed when
+//! the node stops), and the client must still hear what came before it,
+//! as it does from a Redis primary that waits for its replicas. A
+//! protocol error is answered (after the requests before it) and closes
+//! the connection, as do the idle timeout, the end of the stream and a
+//! shutdown (after the current batch is answered). Both buffers are reused
+//! across batches and shrunk back after an unusually large one.
 
 use std::future::Future;
 use std::time::Instant;
@@ -86,13 +90,21 @@ where
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut requests: Vec<Vec<Bytes>> = Vec::new();
     let mut decoder = RequestDecoder::new(server.settings.limits());
+    // A `SHUTDOWN` decoded after other requests: it starts the next batch,
+    // once the replies to those are written.
+    let mut held_back: Option<Vec<Bytes>> = None;
     loop {
         decoder.set_limits(server.settings.limits());
         let mut closing = None;
+        requests.extend(held_back.take());
         loop {
             match decoder.decode(&mut rbuf) {
                 Ok(Some(argv)) => {
                     let name = argv.first().map_or(&b""[..], |a| &a[..]);
+                    if name.eq_ignore_ascii_case(b"shutdown") && !requests.is_empty() {
+                        held_back = Some(argv);
+                        break;
+                    }
                     if name.eq_ignore_ascii_case(b"quit") {
                         closing = Some(Closed::Quit);
                         break;
@@ -148,6 +160,10 @@ where
         }
         if *shutdown.borrow() {
             return Ok(Closed::Shutdown);
+        }
+        if held_back.is_some() {
+            // Its batch is complete already: no need to read first.
+            continue;
         }
         if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
             rbuf = BytesMut::with_capacity(READ_CHUNK);

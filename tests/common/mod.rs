@@ -193,6 +193,20 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Writes `SET {prefix}{i} {i}` for every `i` in `0..n` through node
+    /// `id`, one after the other, each acknowledged before the next.
+    pub async fn set_numbered_keys(&self, id: u64, prefix: &str, n: u64) {
+        let mut con = self.client(id).await;
+        for i in 0..n {
+            let _: () = redis::cmd("SET")
+                .arg(format!("{prefix}{i}"))
+                .arg(i)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+        }
+    }
+
     /// Stops a node as a crash would, keeping its data dir.
     pub async fn stop(&mut self, id: u64) {
         let slot = self.slots.get_mut(&id).unwrap();
