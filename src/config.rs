@@ -890,10 +890,7 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
-    /// The configuration asks for something this version cannot do.
-    #[error("{0}")]
-    Unsupported(&'static str),
-    /// `--join` is malformed or contradicts another setting.
+    /// `--join` or `--force-new-cluster` is malformed or contradicts another setting.
     #[error("invalid config: {0}")]
     Join(String),
 }

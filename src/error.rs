@@ -62,8 +62,13 @@ mod tests {
         ));
         assert_eq!(io.to_string(), "I/O error: address in use");
         assert_eq!(io.resp_prefix(), "ERR");
-        let config = Error::from(ConfigError::Unsupported("--join is not supported yet"));
-        assert_eq!(config.to_string(), "--join is not supported yet");
+        let config = Error::from(ConfigError::Join(
+            "--join: 'x' is not a host:port address".into(),
+        ));
+        assert_eq!(
+            config.to_string(),
+            "invalid config: --join: 'x' is not a host:port address"
+        );
         assert_eq!(config.resp_prefix(), "ERR");
     }
 }
