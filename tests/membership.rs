@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{eventually, eventually_async, Cluster, NodeTuning};
+use common::{client_at, eventually, eventually_async, Cluster, NodeTuning};
 use raftis::config::{Config, HostPort};
 use raftis::node::RunningNode;
 use tokio::net::TcpListener;
@@ -25,16 +25,6 @@ fn error_text(e: &redis::RedisError) -> String {
         (Some(code), None) => code.to_owned(),
         _ => e.to_string(),
     }
-}
-
-async fn client(addr: SocketAddr) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(format!("redis://{addr}")).unwrap();
-    let config =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .unwrap()
 }
 
 async fn cmd(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> Result<String, String> {
@@ -212,7 +202,7 @@ async fn learner_is_added_then_promoted() {
     assert_eq!(status.voters, vec![1]);
     assert_eq!(status.learners, vec![2]);
     // The learner has the data, and reads through it are linearizable.
-    let mut on_learner = client(extra.resp).await;
+    let mut on_learner = client_at(extra.resp).await;
     assert_eq!(cmd(&mut on_learner, &["GET", "before"]).await.unwrap(), "1");
     let listed = nodes(&mut con).await;
     assert_eq!(listed[&2]["role"], "learner");
@@ -269,7 +259,7 @@ async fn joined_node_is_removed_and_stays_removed() {
     let mut extra = Extra::start(4, cluster.resp_addr(follower)).await;
     eventually(SETTLE, || cluster.status(leader).voters == vec![1, 2, 3, 4]).await;
     eventually(SETTLE, || extra.status().voters == vec![1, 2, 3, 4]).await;
-    let mut on_extra = client(extra.resp).await;
+    let mut on_extra = client_at(extra.resp).await;
     assert_eq!(cmd(&mut on_extra, &["SET", "k", "v"]).await.unwrap(), "OK");
     let info = cmd(&mut on_extra, &["INFO", "raft"]).await.unwrap();
     assert_eq!(info_field(&info, "quorum"), "3");
@@ -327,7 +317,7 @@ async fn joined_node_is_removed_and_stays_removed() {
             .map_err(|e| e.ends_with(RAFT_STOPPED)),
         Err(true)
     );
-    let mut on_extra = client(extra.resp).await;
+    let mut on_extra = client_at(extra.resp).await;
     assert_eq!(cmd(&mut on_extra, &["GET", "k"]).await, Err(removed));
     assert_eq!(cmd(&mut on_follower, &["GET", "k"]).await.unwrap(), "v");
 }
@@ -490,7 +480,7 @@ async fn a_node_removed_while_down_learns_it_when_it_returns() {
     // Back with its old membership, it asks for votes; the leader tells it.
     extra.restart().await;
     eventually(SETTLE, || extra.status().removed).await;
-    let mut on_extra = client(extra.resp).await;
+    let mut on_extra = client_at(extra.resp).await;
     assert_eq!(
         cmd(&mut on_extra, &["GET", "k"]).await,
         Err("CLUSTERDOWN removed from the cluster".into())

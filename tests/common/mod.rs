@@ -182,15 +182,7 @@ impl Cluster {
     }
 
     pub async fn client(&self, id: u64) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(format!("redis://{}", self.resp_addr(id))).unwrap();
-        // Longer than any request timeout: the server, not the client, must
-        // decide when a request has failed.
-        let config =
-            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .unwrap()
+        client_at(self.resp_addr(id)).await
     }
 
     /// Writes `SET {prefix}{i} {i}` for every `i` in `0..n` through node
@@ -231,6 +223,19 @@ impl Cluster {
             .expect("node restarts");
         slot.running = Some(running);
     }
+}
+
+/// A client of the node at `addr`, in this process or not.
+pub async fn client_at(addr: SocketAddr) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(format!("redis://{addr}")).unwrap();
+    // Longer than any request timeout: the server, not the client, must
+    // decide when a request has failed.
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap()
 }
 
 /// Polls `cond` until it holds, failing the test after `timeout`.
