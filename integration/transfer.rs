@@ -312,6 +312,11 @@ fn sigterm_on_the_leader_hands_over_under_load() {
     let mut cluster = start_cluster();
     let workload = start_workload(&cluster);
     let mut judged = Vec::new();
+    // Each handoff's window, from the signal to the new leader seen: the
+    // issue's promise is no failed write beyond one election's worth, so a
+    // write in flight at the moment leadership moves may end unknown (the
+    // old leader's connection closing under it), and none outside may.
+    let mut windows: Vec<(u64, u64)> = Vec::new();
     let (mut handed_over, mut failed_handoffs, mut attempts) = (0, Vec::new(), 0);
     while handed_over + failed_handoffs.len() < SIGTERM_ROUNDS {
         attempts += 1;
@@ -331,6 +336,7 @@ fn sigterm_on_the_leader_hands_over_under_load() {
         } else {
             libc::SIGINT
         };
+        let signalled_ns = workload.clock.now_ns();
         let status = cluster.stop_with(leader, signal, EXIT_TIMEOUT);
         assert!(
             status.success(),
@@ -338,6 +344,7 @@ fn sigterm_on_the_leader_hands_over_under_load() {
         );
         let new_leader = cluster.wait_for_leader_among(&others);
         assert_ne!(new_leader, leader);
+        let elected_ns = workload.clock.now_ns();
         // The survivors keep serving, to every client pinned to them.
         workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
         wait_for_pinned_ops(&pinned);
@@ -352,7 +359,10 @@ fn sigterm_on_the_leader_hands_over_under_load() {
             p.stop();
         }
         match outcome {
-            StopOutcome::HandedOver => handed_over += 1,
+            StopOutcome::HandedOver => {
+                handed_over += 1;
+                windows.push((signalled_ns, elected_ns));
+            }
             StopOutcome::HandoffFailed(line) => {
                 failed_handoffs.push(format!("attempt {attempts}, node {leader}: {line}"));
             }
@@ -371,10 +381,21 @@ fn sigterm_on_the_leader_hands_over_under_load() {
         failed_handoffs.len() <= tolerated_handoff_failures(SIGTERM_ROUNDS),
         "too many handoffs failed: {failed_handoffs:?}"
     );
-    let failures = not_ok(&report, &judged, |_, _, _| false);
+    let in_window = |_, invoked: u64, completed: u64| {
+        windows
+            .iter()
+            .any(|(from, to)| invoked <= *to && completed >= *from)
+    };
+    let during_handoffs =
+        not_ok(&report, &judged, |_, _, _| false).len() - not_ok(&report, &judged, in_window).len();
+    summary(&format!(
+        "sigterm-leader: {during_handoffs} operations of surviving nodes' clients not ok while \
+         leadership moved"
+    ));
+    let failures = not_ok(&report, &judged, in_window);
     assert!(
         failures.is_empty(),
-        "clients of nodes that stayed up saw failures:\n{}",
+        "clients of nodes that stayed up saw failures outside a handoff:\n{}",
         failures.join("\n")
     );
 }
