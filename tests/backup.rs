@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::eventually;
-use raftis::config::{Config, HostPort, InitialCluster};
+use common::{eventually, node_config};
+use raftis::config::{Config, InitialCluster};
 use raftis::node::{Node, RunningNode};
 use raftis::resp_client::{RespClient, RespValue};
 use raftis::storage::Store;
@@ -108,26 +108,6 @@ impl SourceBackup {
             _scratch: scratch,
         }
     }
-}
-
-/// The configuration of node `id` on these listeners and data dir, with
-/// fast elections; the caller says how it finds its cluster.
-fn node_config(id: u64, resp: &TcpListener, peer: &TcpListener, data_dir: PathBuf) -> Config {
-    let mut config = Config {
-        id,
-        listen: HostPort::new("127.0.0.1", resp.local_addr().unwrap().port()),
-        peer_listen: Some(HostPort::new(
-            "127.0.0.1",
-            peer.local_addr().unwrap().port(),
-        )),
-        http_listen: HostPort::new("127.0.0.1", 0),
-        data_dir,
-        ..Config::default()
-    };
-    config.raft.heartbeat_interval_ms = 50;
-    config.raft.election_timeout_min_ms = 300;
-    config.raft.election_timeout_max_ms = 600;
-    config
 }
 
 /// The member slots of an in-process cluster before it starts: listeners

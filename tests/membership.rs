@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{client_at, eventually, eventually_async, Cluster, NodeTuning};
+use common::{client_at, eventually, eventually_async, node_config, Cluster, NodeTuning};
 use raftis::config::{Config, HostPort};
 use raftis::node::RunningNode;
 use tokio::net::TcpListener;
@@ -61,18 +61,8 @@ impl Extra {
         let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (resp_addr, peer_addr) = (resp.local_addr().unwrap(), peer.local_addr().unwrap());
-        let mut config = Config {
-            id,
-            listen: HostPort::new("127.0.0.1", resp_addr.port()),
-            peer_listen: Some(HostPort::new("127.0.0.1", peer_addr.port())),
-            http_listen: HostPort::new("127.0.0.1", 0),
-            data_dir: dir.path().to_path_buf(),
-            join: Some(HostPort::new("127.0.0.1", join.port())),
-            ..Config::default()
-        };
-        config.raft.heartbeat_interval_ms = 50;
-        config.raft.election_timeout_min_ms = 300;
-        config.raft.election_timeout_max_ms = 600;
+        let mut config = node_config(id, &resp, &peer, dir.path().to_path_buf());
+        config.join = Some(HostPort::new("127.0.0.1", join.port()));
         let running = raftis::node::start(config.clone(), resp, peer)
             .await
             .expect("node starts");

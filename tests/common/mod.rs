@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use raftis::cluster::RaftStatus;
@@ -89,19 +90,9 @@ impl Cluster {
             let dir = tempfile::tempdir().unwrap();
             let resp_addr = resp.local_addr().unwrap();
             let peer_addr = peer.local_addr().unwrap();
-            let mut config = Config {
-                id,
-                listen: HostPort::new("127.0.0.1", resp_addr.port()),
-                peer_listen: Some(HostPort::new("127.0.0.1", peer_addr.port())),
-                http_listen: HostPort::new("127.0.0.1", 0),
-                data_dir: dir.path().to_path_buf(),
-                initial_cluster: Some(initial.parse().unwrap()),
-                request_timeout_ms: tuning.request_timeout_ms,
-                ..Config::default()
-            };
-            config.raft.heartbeat_interval_ms = 50;
-            config.raft.election_timeout_min_ms = 300;
-            config.raft.election_timeout_max_ms = 600;
+            let mut config = node_config(id, &resp, &peer, dir.path().to_path_buf());
+            config.initial_cluster = Some(initial.parse().unwrap());
+            config.request_timeout_ms = tuning.request_timeout_ms;
             config.raft.snapshot_logs_since_last = tuning.snapshot_logs_since_last;
             config.raft.max_in_snapshot_log_to_keep = tuning.max_in_snapshot_log_to_keep;
             let running = raftis::node::start(config.clone(), resp, peer)
@@ -223,6 +214,26 @@ impl Cluster {
             .expect("node restarts");
         slot.running = Some(running);
     }
+}
+
+/// The configuration of an in-process node on these listeners: loopback,
+/// no HTTP port, fast Raft timing (elections within a second).
+pub fn node_config(id: u64, resp: &TcpListener, peer: &TcpListener, data_dir: PathBuf) -> Config {
+    let mut config = Config {
+        id,
+        listen: HostPort::new("127.0.0.1", resp.local_addr().unwrap().port()),
+        peer_listen: Some(HostPort::new(
+            "127.0.0.1",
+            peer.local_addr().unwrap().port(),
+        )),
+        http_listen: HostPort::new("127.0.0.1", 0),
+        data_dir,
+        ..Config::default()
+    };
+    config.raft.heartbeat_interval_ms = 50;
+    config.raft.election_timeout_min_ms = 300;
+    config.raft.election_timeout_max_ms = 600;
+    config
 }
 
 /// A client of the node at `addr`, in this process or not.
