@@ -117,6 +117,21 @@ fn peer_port_in_use() {
     assert_port_in_use(&out, &addr, "peer_listen");
 }
 
+#[test]
+fn http_port_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let free: Vec<String> = free_addrs(2).iter().map(ToString::to_string).collect();
+    let cmd = raftis_on([&free[0], &free[1], &addr], dir.path(), &[]);
+    let out = tools::run(cmd, None, EXIT_TIMEOUT);
+    assert_port_in_use(&out, &addr, "http_listen");
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    // Bound before storage is opened: a node that cannot serve its
+    // metrics leaves no database behind.
+    assert!(!dir.path().join("db").exists(), "{out}");
+}
+
 /// A failed bind is a runtime failure, not a usage error: non-zero (not 2),
 /// with the last stderr line naming the address, its key and the cause.
 fn assert_port_in_use(out: &Output, addr: &str, key: &str) {

@@ -206,7 +206,15 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// Fraction of traces sampled, from 0 to 1.
     pub sample_ratio: f64,
+    /// Also print every sampled span on stdout (development).
+    pub stdout: bool,
 }
+
+/// The default log filter: raftis at info (startup, leader and membership
+/// changes, snapshots: one line each, never one per request); the libraries
+/// underneath only when something is wrong, since openraft's and fjall's
+/// info lines repeat raftis's own at the level of their internals.
+pub const DEFAULT_LOG_LEVEL: &str = "info,openraft=warn,fjall=warn,lsm_tree=warn";
 
 /// `[log]`: the log written to stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +297,7 @@ impl Default for TelemetryConfig {
         Self {
             otlp_endpoint: None,
             sample_ratio: 0.01,
+            stdout: false,
         }
     }
 }
@@ -296,7 +305,7 @@ impl Default for TelemetryConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: "info".to_owned(),
+            level: DEFAULT_LOG_LEVEL.to_owned(),
             format: LogFormat::Text,
         }
     }
@@ -647,14 +656,19 @@ impl TelemetryConfig {
             ));
         }
         if let Some(endpoint) = &self.otlp_endpoint {
-            let rest = endpoint
-                .strip_prefix("http://")
-                .or_else(|| endpoint.strip_prefix("https://"));
-            if rest.is_none_or(str::is_empty) {
+            if endpoint.starts_with("https://") {
                 return Err(Violation::key(
                     "telemetry.otlp_endpoint",
                     format!(
-                        "'{endpoint}' is not an http:// or https:// URL (leave the key out to export nothing)"
+                        "'{endpoint}': TLS export is not built in; send to a local collector over http://"
+                    ),
+                ));
+            }
+            if endpoint.strip_prefix("http://").is_none_or(str::is_empty) {
+                return Err(Violation::key(
+                    "telemetry.otlp_endpoint",
+                    format!(
+                        "'{endpoint}' is not an http:// URL (leave the key out to export nothing)"
                     ),
                 ));
             }
@@ -1557,7 +1571,8 @@ mod tests {
                 ("RAFTIS_STORAGE__CACHE_SIZE_MB", "0", "storage.cache_size_mb", "must be at least 1"),
                 ("RAFTIS_STORAGE__MIN_FREE_MB", "268435456", "storage.min_free_mb", "268435456 is more than 1048576 (1 TiB); the value is in MiB (0 disables the check)"),
                 ("RAFTIS_TELEMETRY__SAMPLE_RATIO", "1.5", "telemetry.sample_ratio", "1.5 is not between 0 and 1"),
-                ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "localhost:4317", "telemetry.otlp_endpoint", "'localhost:4317' is not an http:// or https:// URL (leave the key out to export nothing)"),
+                ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "localhost:4317", "telemetry.otlp_endpoint", "'localhost:4317' is not an http:// URL (leave the key out to export nothing)"),
+                ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "https://collector:4317", "telemetry.otlp_endpoint", "'https://collector:4317': TLS export is not built in; send to a local collector over http://"),
                 ("RAFTIS_LOG__LEVEL", "infoo", "log.level", "'infoo' is not a level (trace, debug, info, warn, error, off) or a target=level directive"),
                 ("RAFTIS_DATA_DIR", "\"\"", "data_dir", "must not be empty"),
             ];

@@ -33,6 +33,9 @@ pub enum Error {
     /// The Raft layer failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// Telemetry (the trace exporter) could not start.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// `Result` with the crate's [`Error`].
@@ -44,7 +47,7 @@ impl Error {
     /// match on (`ERR`, `CLUSTERDOWN`, `TIMEOUT`...).
     pub fn resp_prefix(&self) -> &'static str {
         match self {
-            Error::Config(_) | Error::Io(_) | Error::Bind { .. } => "ERR",
+            Error::Config(_) | Error::Io(_) | Error::Bind { .. } | Error::Telemetry(_) => "ERR",
             Error::Cluster(e) => e.resp_prefix(),
         }
     }

@@ -36,6 +36,15 @@
 //! file, environment and flags; [`error`] is the top of the error types, each
 //! layer's error mapping to a RESP error prefix.
 //!
+//! [`telemetry`] watches all four layers: a sampled write is one
+//! OpenTelemetry trace across every node (its context rides in the peer
+//! requests and inside the replicated log entry, so a follower's fsync and
+//! apply join the trace of the command a client sent to another node),
+//! Prometheus metrics with `/health` and `/ready` are served over HTTP, and
+//! logs say once what an operator needs to know (leader and membership
+//! changes, snapshots), never per request. Each node owns its telemetry;
+//! nothing is process-global, so tests run several nodes in one process.
+//!
 //! Operators drive the cluster through the same RESP port (`RAFT.NODE`,
 //! `RAFT.NODES`, `RAFT.TRANSFER_LEADER`, `RAFT.BACKUP`, `SHUTDOWN`, carried to
 //! the leader from any node) and through [`tool`], the `raftis backup`,
@@ -68,4 +77,5 @@ pub mod node;
 pub mod resp_client;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 pub mod tool;

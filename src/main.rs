@@ -10,12 +10,10 @@
 //! node failed", which exits with 1). Otherwise it installs the log
 //! subscriber and runs the node until SIGINT or SIGTERM.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use raftis::config::{Cli, Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use raftis::config::{Cli, Config};
 
 /// Exit code for a refused configuration or invocation, as clap's own.
 const EXIT_USAGE: u8 = 2;
@@ -33,7 +31,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(message) = init_logging(&config) {
+    if let Err(message) = raftis::telemetry::logging::init(&config) {
         eprintln!("raftis: {message}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -54,32 +52,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Installs the global log subscriber, writing to stderr so that stdout stays
-/// free for commands' own output.
-///
-/// # Errors
-///
-/// A one-line message if `RUST_LOG` does not parse or a subscriber is
-/// already installed.
-fn init_logging(config: &Config) -> Result<(), String> {
-    // RUST_LOG is the conventional override for a debugging session, so it
-    // beats the configured level; an empty one counts as unset.
-    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
-            .map_err(|e| format!("invalid RUST_LOG '{directives}': {e}"))?,
-        _ => EnvFilter::try_new(&config.log.level)
-            .map_err(|e| format!("invalid log.level '{}': {e}", config.log.level))?,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes would litter log files and captured test output.
-        .with_ansi(std::io::stderr().is_terminal());
-    let installed = match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
 }

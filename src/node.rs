@@ -4,9 +4,10 @@
 //! `main` loads the configuration and calls [`run`]; tests call [`start`]
 //! with listeners they bound themselves (port 0). Starting opens storage and
 //! Raft (`cluster::Cluster::start`), then serves RESP clients on the client
-//! listener until told to stop. With `--join`, a node that is not a voter
-//! yet asks a member of the cluster to add it, in the background (see
-//! `cluster::membership::join_cluster`).
+//! listener until told to stop, and `/metrics`, `/health` and `/ready` on
+//! `http_listen` (`telemetry::http`), which the node binds itself. With
+//! `--join`, a node that is not a voter yet asks a member of the cluster to
+//! add it, in the background (see `cluster::membership::join_cluster`).
 //!
 //! Stopping is one path however it is asked for (SIGTERM or SIGINT in [`run`],
 //! the `SHUTDOWN` command, [`RunningNode::shutdown`] and [`RunningNode::stop`]
@@ -37,6 +38,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::server::ServerState;
 use crate::storage::Store;
+use crate::telemetry::http::HttpServer;
+use crate::telemetry::Telemetry;
 
 /// Everything a command may need.
 pub struct Node {
@@ -48,6 +51,8 @@ pub struct Node {
     pub cluster: Cluster,
     /// Asks this node to stop (the `SHUTDOWN` command, signals, tests).
     pub stop: StopControl,
+    /// This node's tracer and metrics.
+    pub telemetry: Telemetry,
     /// Why the cluster refused to add this node (`--join`), which stopped it.
     join_refused: std::sync::OnceLock<String>,
 }
@@ -149,6 +154,7 @@ impl Drop for Parked<'_> {
 pub struct RunningNode {
     node: Arc<Node>,
     resp_addr: SocketAddr,
+    http_addr: SocketAddr,
     /// Carries out the stop; ends when the node has stopped.
     lifecycle: Option<JoinHandle<()>>,
     /// The RESP server, aborted if this handle is dropped while it runs.
@@ -166,6 +172,13 @@ impl RunningNode {
     #[must_use]
     pub fn resp_addr(&self) -> SocketAddr {
         self.resp_addr
+    }
+
+    /// Where `/metrics`, `/health` and `/ready` are served (`http_listen`,
+    /// with the port the system picked if it asked for port 0).
+    #[must_use]
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// Stops serving clients (open connections are closed after the batch
@@ -220,6 +233,7 @@ async fn lifecycle(
     server: JoinHandle<()>,
     state: Arc<ServerState>,
     stop_serving: oneshot::Sender<()>,
+    http: HttpServer,
 ) {
     let mode = node.stop.wait().await;
     if mode == StopMode::Graceful {
@@ -233,6 +247,9 @@ async fn lifecycle(
         tracing::warn!("stopping before every entry in this node's log was applied");
     }
     node.cluster.shutdown().await;
+    // After Raft: until then, probes read "shutting down".
+    http.stop().await;
+    node.telemetry.shutdown().await;
 }
 
 /// Waits until every connection has finished its batch and closed, except
@@ -259,6 +276,7 @@ fn cluster_options(
     config: &Config,
     resp_addr: SocketAddr,
     peer_addr: SocketAddr,
+    telemetry: Telemetry,
 ) -> ClusterOptions {
     let advertised_peer = {
         let configured = config.peer_listen_addr();
@@ -288,6 +306,7 @@ fn cluster_options(
         min_free_bytes: config.storage.min_free_bytes(),
         join: config.join.is_some(),
         force_new_cluster: config.force_new_cluster,
+        telemetry,
     }
 }
 
@@ -339,18 +358,41 @@ fn spawn_join(node: &Arc<Node>, advertised_peer: String, has_state: bool) {
     });
 }
 
-/// Starts a node on listeners the caller bound.
+/// Starts a node on listeners the caller bound, with the telemetry its
+/// configuration asks for.
 ///
 /// # Errors
-/// Storage or Raft that cannot start.
+/// Storage, Raft or the trace exporter that cannot start.
 pub async fn start(
     config: Config,
     resp: TcpListener,
     peer: TcpListener,
 ) -> Result<RunningNode, Error> {
+    let telemetry = Telemetry::from_config(&config)?;
+    start_with_telemetry(config, resp, peer, telemetry).await
+}
+
+/// Starts a node on listeners the caller bound, recording into `telemetry`
+/// (tests give an in-memory trace exporter this way).
+///
+/// The HTTP server's address is bound here, from `http_listen`, first of
+/// all: nobody needs to know it before the node starts (tests read the
+/// port picked for port 0 from [`RunningNode::http_addr`]), and a busy
+/// port then stops startup, naming the key, before storage is opened.
+///
+/// # Errors
+/// `http_listen` that cannot be bound ([`Error::Bind`]), storage or Raft
+/// that cannot start.
+pub async fn start_with_telemetry(
+    config: Config,
+    resp: TcpListener,
+    peer: TcpListener,
+    telemetry: Telemetry,
+) -> Result<RunningNode, Error> {
+    let http = bind("http_listen", config.http_listen.to_string()).await?;
     let resp_addr = resp.local_addr()?;
     let peer_addr = peer.local_addr()?;
-    let options = cluster_options(&config, resp_addr, peer_addr);
+    let options = cluster_options(&config, resp_addr, peer_addr, telemetry.clone());
     let advertised_peer = options.peer_addr.clone();
     // Whether this node held Raft state before it started: a voter whose
     // data dir was lost must not take a leader's "already a voter" as a
@@ -362,6 +404,7 @@ pub async fn start(
         store,
         cluster,
         stop: StopControl::new(),
+        telemetry,
         join_refused: std::sync::OnceLock::new(),
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -371,6 +414,8 @@ pub async fn start(
         crate::server::Settings::from(&*node.config),
         crate::command::table::command_names(),
     ));
+    let http = HttpServer::start(http, node.clone(), state.clone())?;
+    let http_addr = http.addr();
     let serving = crate::server::serve(resp, node.clone(), state.clone(), async move {
         let _ = stop_rx.await;
     });
@@ -380,12 +425,13 @@ pub async fn start(
         }
     });
     let server_abort = server.abort_handle();
-    let lifecycle = tokio::spawn(lifecycle(node.clone(), server, state, stop_tx));
+    let lifecycle = tokio::spawn(lifecycle(node.clone(), server, state, stop_tx, http));
     spawn_join(&node, advertised_peer, had_state);
-    tracing::info!(id = node.config.id, %resp_addr, %peer_addr, "raftis node started");
+    tracing::info!(id = node.config.id, %resp_addr, %peer_addr, %http_addr, "raftis node started");
     Ok(RunningNode {
         node,
         resp_addr,
+        http_addr,
         lifecycle: Some(lifecycle),
         server: server_abort,
     })

@@ -539,7 +539,11 @@ fn seed(
     );
     LogStore::seed_restored(&db, &last, &Vote::new(last.leader_id.term, id))
         .map_err(io_err("seeding the raft log"))?;
-    let state_machine = StateMachine::open(store.clone(), data_dir.join(SNAPSHOT_DIR))
+    let state_machine = StateMachine::open(
+        store.clone(),
+        data_dir.join(SNAPSHOT_DIR),
+        crate::telemetry::Telemetry::untraced(id),
+    )
         .map_err(io_err("opening the snapshot directory"))?;
     state_machine
         .seed_blocking(snapshot, start, &meta)

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
@@ -16,7 +16,11 @@ use openraft::ReadPolicy;
 use super::network::{PeerChannel, Peers};
 use super::op::{Op, OpResult};
 use super::rpc::RemoteError;
-use super::types::{Raft, StampedOp};
+use super::types::{LogId, Raft, StampedOp};
+use crate::telemetry::trace::{attr, ActiveSpan};
+use crate::telemetry::TraceParent;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 /// Shared state of this node's Raft group.
 pub struct Core {
@@ -38,6 +42,8 @@ pub struct Core {
     pub disk: Arc<super::disk_guard::DiskGuard>,
     /// Whether this node was removed, and who left (`membership.rs`).
     pub removed: super::membership::RemovalState,
+    /// This node's tracer and metrics.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Milliseconds since the Unix epoch by this node's clock.
@@ -46,6 +52,19 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The term of the leader that proposed `log_id`.
+#[must_use]
+pub fn term_of(log_id: &LogId) -> u64 {
+    use openraft::vote::RaftLeaderId as _;
+    log_id.committed_leader_id().term()
+}
+
+/// Ids, indexes and sizes as OpenTelemetry's (signed) integers.
+#[must_use]
+pub(crate) fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Core {
@@ -89,30 +108,52 @@ impl Core {
         impl std::future::Future<Output = Result<OpResult, RemoteError>> + Send + 'static,
         RemoteError,
     > {
+        // A traced write (the caller's task carries its context) gets a
+        // proposal span, and the entry carries that span to every node.
+        let span = self.telemetry.tracer.start(
+            TraceParent::current(),
+            "raftis.propose",
+            SpanKind::Internal,
+            Vec::new(),
+        );
         // Never stamp behind what was applied: a new leader whose clock is
         // behind the old one's must not make time run backwards for TTLs.
         let stamped = StampedOp {
             now_ms: self.clock_ms(),
             op,
+            trace: span.as_ref().and_then(ActiveSpan::parent),
         };
         let (responder, outcome) = ProgressResponder::complete_only();
+        let proposed = Instant::now();
         self.raft
             .client_write_ff(stamped, Some(responder))
             .await
             .map_err(|e| RemoteError::Unavailable(format!("raft stopped: {e}")))?;
         let timeout = self.request_timeout;
+        let metrics = self.telemetry.metrics.clone();
         Ok(async move {
-            match tokio::time::timeout(timeout, outcome).await {
+            let result = match tokio::time::timeout(timeout, outcome).await {
                 Err(_) => Err(RemoteError::Unknown(
                     "commit not seen within the request timeout".into(),
                 )),
                 Ok(Err(_)) => Err(RemoteError::Unknown("raft dropped the proposal".into())),
-                Ok(Ok(Ok(resp))) => Ok(resp.data),
+                Ok(Ok(Ok(resp))) => {
+                    metrics.observe_commit(proposed.elapsed());
+                    if let Some(span) = &span {
+                        span.set(KeyValue::new(attr::LOG_INDEX, as_i64(resp.log_id.index())));
+                        span.set(KeyValue::new(attr::LOG_TERM, as_i64(term_of(&resp.log_id))));
+                    }
+                    Ok(resp.data)
+                }
                 Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(RemoteError::NotLeader {
                     leader: f.leader_id,
                 }),
                 Ok(Ok(Err(e))) => Err(RemoteError::Unknown(e.to_string())),
+            };
+            if let (Some(span), Err(e)) = (&span, &result) {
+                span.fail(e.kind(), &e.to_string());
             }
+            result
         })
     }
 

@@ -24,6 +24,9 @@ use super::network::CallError;
 use super::op::{Op, OpResult};
 use super::rpc::{PeerRequest, PeerResponse, RemoteError};
 use super::{Cluster, ClusterError};
+use crate::telemetry::TraceParent;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::SpanKind;
 
 /// Longest wait between retries while there is no usable leader.
 pub(super) const RETRY_WAIT: Duration = Duration::from_millis(20);
@@ -50,6 +53,12 @@ pub(super) trait LeaderCall: Sync {
     /// The output in the remote leader's answer, `None` when the answer
     /// does not fit the request.
     fn from_peer(response: PeerResponse) -> Option<Self::Output>;
+
+    /// The peer RPC's method name in traces, for a request that is traced
+    /// when it runs in a sampled context.
+    fn traced_method(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A client write, proposed on the leader.
@@ -78,6 +87,10 @@ impl LeaderCall for ForwardedWrite {
             PeerResponse::Forwarded(result) => Some(result),
             _ => None,
         }
+    }
+
+    fn traced_method(&self) -> Option<&'static str> {
+        Some("Forward")
     }
 }
 
@@ -161,7 +174,34 @@ impl Cluster {
                         call.to_peer(now_ms().saturating_add(
                             u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX),
                         ));
-                    match channel.call(request, remaining).await {
+                    if matches!(request, PeerRequest::Forward { .. }) {
+                        core.telemetry.metrics.count_forwarded_write();
+                    }
+                    // A traced write: the follower's side of the forward;
+                    // the channel sends this span along with the request.
+                    let span = call.traced_method().and_then(|method| {
+                        core.telemetry.tracer.rpc(
+                            TraceParent::current(),
+                            "raftis.Peer/Forward",
+                            SpanKind::Client,
+                            method,
+                            Some(leader),
+                            &[],
+                        )
+                    });
+                    let sent = match &span {
+                        None => channel.call(request, remaining).await,
+                        Some(span) => {
+                            channel
+                                .call(request, remaining)
+                                .with_context(span.context().clone())
+                                .await
+                        }
+                    };
+                    if let (Some(span), Err(e)) = (&span, &sent) {
+                        span.fail(e.kind(), &e.to_string());
+                    }
+                    match sent {
                         Ok(response) => {
                             return C::from_peer(response).ok_or_else(|| {
                                 ClusterError::Timeout("unexpected reply from the leader".into())

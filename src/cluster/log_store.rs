@@ -22,13 +22,18 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
+use super::core::term_of;
 use super::types::{Entry, LogId, TypeConfig, Vote};
+use crate::telemetry::trace::{attr, NodeTracer, Stage};
+use crate::telemetry::{Telemetry, TraceParent};
 
 /// Keyspace of the entries, by big-endian index.
 const LOG_KEYSPACE: &str = "raft_log";
@@ -60,27 +65,53 @@ struct Inner {
     db: Database,
     log: Keyspace,
     meta: Keyspace,
-    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    flusher: mpsc::Sender<Flush>,
+    tracer: NodeTracer,
+}
+
+/// One append waiting for the group fsync.
+struct Flush {
+    /// Tells openraft the entries are durable.
+    callback: IOFlushed<TypeConfig>,
+    /// How many entries the append wrote.
+    entries: usize,
+    /// Its traced writes.
+    traced: Vec<TracedEntry>,
+}
+
+/// A traced write in an append: where its log spans hang.
+#[derive(Clone, Copy)]
+struct TracedEntry {
+    index: u64,
+    term: u64,
+    /// The AppendEntries server span on a follower, the proposal on the leader.
+    parent: TraceParent,
+    /// This node proposed it (no AppendEntries brought it).
+    proposed_here: bool,
 }
 
 impl LogStore {
-    /// Opens (or creates) the log keyspaces in `db` and starts the flusher thread.
+    /// Opens (or creates) the log keyspaces in `db` and starts the flusher
+    /// thread, which records fsync latency in `telemetry`'s metrics and the
+    /// log spans of traced writes.
     ///
     /// # Errors
     /// Any fjall error opening the keyspaces, or failure to start the thread.
-    pub fn open(db: &Database) -> Result<Self, io::Error> {
+    pub fn open(db: &Database, telemetry: &Telemetry) -> Result<Self, io::Error> {
         let (log, meta) = open_keyspaces(db)?;
         let (tx, rx) = mpsc::channel();
         let flush_db = db.clone();
+        let flush_telemetry = telemetry.clone();
         std::thread::Builder::new()
             .name("raftis-log-fsync".into())
-            .spawn(move || run_flusher(&flush_db, &rx))?;
+            .spawn(move || run_flusher(&flush_db, &rx, &flush_telemetry))?;
         Ok(LogStore {
             inner: Arc::new(Inner {
                 db: db.clone(),
                 log,
                 meta,
                 flusher: tx,
+                tracer: telemetry.tracer.clone(),
             }),
         })
     }
@@ -182,24 +213,83 @@ impl LogStore {
 }
 
 /// The flusher thread: one fsync per group of waiting appends.
-fn run_flusher(db: &Database, rx: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn run_flusher(db: &Database, rx: &mpsc::Receiver<Flush>, telemetry: &Telemetry) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         let started = Instant::now();
+        let started_at = SystemTime::now();
         let result = db.persist(PersistMode::SyncAll);
-        tracing::trace!(entries = waiting.len(), elapsed = ?started.elapsed(), "log fsync");
+        let elapsed = started.elapsed();
+        let entries = waiting.iter().map(|f| f.entries).sum();
+        telemetry.metrics.observe_fsync(elapsed, entries);
+        tracing::trace!(entries, ?elapsed, "log fsync");
+        if waiting.iter().any(|f| !f.traced.is_empty()) {
+            record_fsync(&telemetry.tracer, &waiting, entries, started_at, result.is_ok());
+        }
         match result {
-            Ok(()) => waiting.into_iter().for_each(|cb| cb.io_completed(Ok(()))),
+            Ok(()) => waiting
+                .into_iter()
+                .for_each(|f| f.callback.io_completed(Ok(()))),
             Err(e) => {
                 tracing::error!(error = %e, "log fsync failed; the node stops accepting writes");
                 let msg = e.to_string();
-                for cb in waiting {
-                    cb.io_completed(Err(io::Error::other(msg.clone())));
+                for f in waiting {
+                    f.callback.io_completed(Err(io::Error::other(msg.clone())));
                 }
             }
         }
     }
+}
+
+/// The `raftis.log.fsync` span of each traced write in one group fsync,
+/// linked to the other traced writes it made durable.
+fn record_fsync(
+    tracer: &NodeTracer,
+    waiting: &[Flush],
+    entries: usize,
+    started: SystemTime,
+    ok: bool,
+) {
+    let end = SystemTime::now();
+    let traced: Vec<TracedEntry> = waiting.iter().flat_map(|f| f.traced.iter().copied()).collect();
+    let parents: Vec<TraceParent> = traced.iter().map(|t| t.parent).collect();
+    for t in &traced {
+        tracer.record(Stage {
+            parent: t.parent,
+            name: "raftis.log.fsync",
+            kind: SpanKind::Internal,
+            start: started,
+            end,
+            log_id: Some((t.index, t.term)),
+            batch_entries: entries,
+            batch: &parents,
+            attributes: if ok {
+                Vec::new()
+            } else {
+                vec![KeyValue::new(attr::ERROR_TYPE, "io")]
+            },
+        });
+    }
+}
+
+/// `entry` as a traced write, with where its spans hang: under the
+/// AppendEntries that brought it (a follower), else under its proposal
+/// (the leader). `None` for writes that are not traced.
+fn traced_entry(tracer: &NodeTracer, entry: &Entry) -> Option<TracedEntry> {
+    let book = tracer.book()?;
+    let EntryPayload::Normal(stamped) = &entry.payload else {
+        return None;
+    };
+    let proposal = stamped.trace?;
+    let index = entry.log_id.index();
+    let received = book.take_received(index);
+    Some(TracedEntry {
+        index,
+        term: term_of(&entry.log_id),
+        parent: received.unwrap_or(proposal),
+        proposed_here: received.is_none(),
+    })
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -296,11 +386,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = SystemTime::now();
         let mut encoded = Vec::new();
+        let mut traced = Vec::new();
         for entry in entries {
             let value = postcard::to_allocvec(&entry).map_err(invalid_data)?;
             encoded.push((index_key(entry.log_id.index), value));
+            traced.extend(traced_entry(&self.inner.tracer, &entry));
         }
+        let count = encoded.len();
         // fjall holds its journal lock while the flusher fsyncs, so a write
         // may block for as long as an fsync: do it off the async runtime's
         // threads. It still completes before `append` returns, as openraft
@@ -315,9 +409,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(io::Error::other)??;
+        let appended = SystemTime::now();
+        for t in &traced {
+            // On the leader, the entry now waits for a quorum to have it
+            // durable: its commit span starts here (replication reads the
+            // entry from this log, so no follower has it before this).
+            if t.proposed_here {
+                if let Some(book) = self.inner.tracer.book() {
+                    book.note_appended(t.index, t.parent, appended);
+                }
+            }
+            self.inner.tracer.record(Stage {
+                parent: t.parent,
+                name: "raftis.log.append",
+                kind: SpanKind::Internal,
+                start: started,
+                end: appended,
+                log_id: Some((t.index, t.term)),
+                batch_entries: count,
+                batch: &[],
+                attributes: Vec::new(),
+            });
+        }
         self.inner
             .flusher
-            .send(callback)
+            .send(Flush {
+                callback,
+                entries: count,
+                traced,
+            })
             .map_err(|_| io::Error::other("log flusher thread is gone"))
     }
 

@@ -790,9 +790,24 @@ pub(super) async fn watch_membership(core: Arc<Core>) {
     let mut seen_log_index = None;
     let mut was_member = false;
     let mut known: BTreeMap<u64, String> = BTreeMap::new();
+    let mut seen_leader = None;
     loop {
         let (log_index, voters, learners, committed, nodes, joint) = {
             let m = metrics.borrow_watched();
+            // One line per leader change (and none per heartbeat or term
+            // of a failed election): what an operator looks for first.
+            if m.current_leader != seen_leader {
+                seen_leader = m.current_leader;
+                match seen_leader {
+                    Some(leader) => tracing::info!(
+                        leader,
+                        term = m.current_term,
+                        this_node = leader == core.id,
+                        "leader elected"
+                    ),
+                    None => tracing::info!(term = m.current_term, "no leader"),
+                }
+            }
             let membership = m.membership_config.membership();
             let committed = m.membership_config.log_id().as_ref().map_or(0, |l| l.index)
                 <= m.local_committed.as_ref().map_or(0, |l| l.index);

@@ -30,6 +30,12 @@
 //! at the highest stamp applied, so time never runs backwards on a node even
 //! when leaders' clocks disagree.
 //!
+//! Tracing: a traced write carries its trace context in the log entry
+//! (`StampedOp::trace`) and in each AppendEntries (the leader's span per
+//! traced entry), so the log store, the state machine and the peer transport
+//! of every node record their part of the write's trace (`telemetry::trace`),
+//! though openraft runs them in tasks of its own.
+//!
 //! Everything openraft-specific stays inside this module: the rest of the
 //! crate sees `Op`, `OpResult`, `ClusterError` and `RaftStatus`.
 //!
@@ -49,6 +55,9 @@
 //!   checks that every member was given the same list, nor stops a node
 //!   whose data dir was wiped from initializing again (etcd's cluster id
 //!   would).
+//! - The trace context inside log entries is part of the replicated data:
+//!   a traced entry is 25 bytes longer in every node's log, and logs and
+//!   peers of earlier builds cannot read it (there is no format version).
 //! - Reads hide expired keys by this node's clock (floored as above): with
 //!   clocks far apart, a key may look expired on one node shortly before it
 //!   does on another, until the leader's deletion is applied everywhere.
@@ -169,6 +178,8 @@ pub struct ClusterOptions {
     pub join: bool,
     /// Make this node the only voter before Raft starts (`--force-new-cluster`).
     pub force_new_cluster: bool,
+    /// This node's tracer and metrics.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// A snapshot of this node's Raft state, for INFO and admin commands.
@@ -252,7 +263,7 @@ impl Cluster {
             source: io::Error::other(e),
         })?);
         let mut log_store =
-            LogStore::open(&db).map_err(ClusterError::startup("opening the raft log"))?;
+            LogStore::open(&db, &opts.telemetry).map_err(ClusterError::startup("opening the raft log"))?;
         if opts.force_new_cluster {
             let forced = force_new_cluster::force_new_cluster(
                 &mut log_store,
@@ -277,7 +288,8 @@ impl Cluster {
             opts.min_free_bytes,
             log_store.clone(),
         ));
-        let state_machine = StateMachine::open(store.clone(), snapshot_dir.clone())
+        let state_machine =
+            StateMachine::open(store.clone(), snapshot_dir.clone(), opts.telemetry.clone())
             .map_err(ClusterError::startup("opening the snapshot directory"))?;
         let applied_clock = state_machine.applied_clock();
 
@@ -312,6 +324,7 @@ impl Cluster {
             NetworkFactory::new(
                 peers.clone(),
                 Duration::from_millis(opts.raft.election_timeout_min_ms),
+                opts.telemetry.tracer.clone(),
             ),
             log_store,
             state_machine,
@@ -332,6 +345,7 @@ impl Cluster {
             read_batch: read::ReadIndexBatch::default(),
             disk,
             removed: membership::RemovalState::load(&opts.data_dir),
+            telemetry: opts.telemetry.clone(),
         });
         let mut tasks = vec![tokio::spawn(rpc_server::serve(peer_listener, core.clone()))];
 
@@ -420,6 +434,33 @@ impl Cluster {
         }
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    /// Calls `seen` with the term and the leader this node knows of, now
+    /// and after every change of Raft's state, until Raft stops (then the
+    /// future ends). It holds no handle on the node, only Raft's metrics
+    /// channel, so a spawned watch never keeps a stopped node alive
+    /// (`telemetry::Metrics::watch_leaders` counts leader changes with it).
+    pub fn watch_leader(
+        &self,
+        mut seen: impl FnMut(u64, Option<u64>) + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut metrics = self.core.raft.metrics();
+        async move {
+            loop {
+                let (term, leader, running) = {
+                    let m = metrics.borrow_watched();
+                    (m.current_term, m.current_leader, m.running_state.is_ok())
+                };
+                if !running {
+                    return;
+                }
+                seen(term, leader);
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

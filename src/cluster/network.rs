@@ -37,8 +37,16 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::rpc::{codec, Envelope, PeerRequest, PeerResponse, RemoteError, SNAPSHOT_CHUNK};
-use super::types::{Member, Snapshot, TypeConfig, Vote};
+use super::core::{as_i64, term_of};
+use super::rpc::{
+    codec, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError, SNAPSHOT_CHUNK,
+};
+use super::types::{Member, Snapshot, StampedOp, TypeConfig, Vote};
+use crate::telemetry::trace::{attr, ActiveSpan, NodeTracer};
+use crate::telemetry::TraceParent;
+use openraft::EntryPayload;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 /// Why a peer call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,6 +66,20 @@ pub enum CallError {
     /// The peer answered with a message that does not fit the request.
     #[error("peer {0} sent an unexpected reply")]
     Protocol(u64),
+}
+
+impl CallError {
+    /// A short class of the failure, for the `error.type` of trace spans.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Unreachable(..) => "unreachable",
+            CallError::Lost(..) => "connection_lost",
+            CallError::Timeout(..) => "timeout",
+            CallError::Remote(_, e) => e.kind(),
+            CallError::Protocol(_) => "protocol",
+        }
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>>;
@@ -148,7 +170,13 @@ impl PeerChannel {
     ) -> Result<(u64, Pending, oneshot::Receiver<PeerResponse>), CallError> {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let env = Envelope { id, body: req };
+        // A traced caller (a forwarded write runs in its span's context)
+        // sends its span along; everything else sends none.
+        let env = Envelope {
+            id,
+            body: req,
+            trace: TraceParent::current(),
+        };
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_none_or(Connection::is_closed) {
             *guard = None;
@@ -215,13 +243,13 @@ impl PeerChannel {
         // Introduce ourselves before anything else, synchronously, so a peer
         // that cannot even answer a Hello is reported unreachable and no
         // request is ever queued on a connection that was never usable.
-        let hello = Envelope {
-            id: 0,
-            body: PeerRequest::Hello {
+        let hello = Envelope::new(
+            0,
+            PeerRequest::Hello {
                 node_id: self.me.node_id,
                 resp_addr: self.me.resp_addr.clone(),
             },
-        };
+        );
         let frame = postcard::to_allocvec(&hello).map_err(|e| unreachable(&e))?;
         let handshake = async {
             writer
@@ -414,6 +442,7 @@ impl Peers {
 pub struct NetworkFactory {
     peers: Arc<Peers>,
     min_rpc_timeout: Duration,
+    tracer: NodeTracer,
 }
 
 impl NetworkFactory {
@@ -424,10 +453,11 @@ impl NetworkFactory {
     /// election. The election timeout is the natural floor: an answer
     /// slower than that is as good as none.
     #[must_use]
-    pub fn new(peers: Arc<Peers>, min_rpc_timeout: Duration) -> Self {
+    pub fn new(peers: Arc<Peers>, min_rpc_timeout: Duration, tracer: NodeTracer) -> Self {
         NetworkFactory {
             peers,
             min_rpc_timeout,
+            tracer,
         }
     }
 }
@@ -437,6 +467,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {
         RaftNetwork {
+            tracer: self.tracer.clone(),
             channel: self.peers.channel(target, &node.peer_addr),
             min_rpc_timeout: self.min_rpc_timeout,
         }
@@ -447,6 +478,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct RaftNetwork {
     channel: Arc<PeerChannel>,
     min_rpc_timeout: Duration,
+    /// Spans of traced entries sent to this peer.
+    tracer: NodeTracer,
 }
 
 fn rpc_error(e: CallError) -> RPCError<TypeConfig> {
@@ -467,6 +500,57 @@ fn streaming_error(e: CallError) -> StreamingError<TypeConfig> {
 }
 
 impl RaftNetwork {
+    /// The leader's `raftis.Peer/AppendEntries` span for each traced entry of
+    /// `rpc` (ended when dropped, once the follower answered), linked to the
+    /// other traced entries the request carries, and what the follower
+    /// needs to continue each trace.
+    fn sent_spans(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+    ) -> (Vec<ActiveSpan>, Vec<EntryTrace>) {
+        if !self.tracer.is_on() {
+            return (Vec::new(), Vec::new());
+        }
+        let traced: Vec<(u64, u64, TraceParent)> = rpc
+            .entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Normal(StampedOp {
+                    trace: Some(parent),
+                    ..
+                }) => Some((e.log_id.index(), term_of(&e.log_id), *parent)),
+                _ => None,
+            })
+            .collect();
+        let parents: Vec<TraceParent> = traced.iter().map(|t| t.2).collect();
+        let mut spans = Vec::with_capacity(traced.len());
+        let mut traces = Vec::with_capacity(traced.len());
+        for (index, term, parent) in traced {
+            let Some(span) = self.tracer.rpc(
+                Some(parent),
+                "raftis.Peer/AppendEntries",
+                SpanKind::Client,
+                "AppendEntries",
+                Some(self.channel.target),
+                &parents,
+            ) else {
+                continue;
+            };
+            span.set(KeyValue::new(attr::SERVER_ADDRESS, self.channel.addr.clone()));
+            span.set(KeyValue::new(attr::LOG_INDEX, as_i64(index)));
+            span.set(KeyValue::new(attr::LOG_TERM, as_i64(term)));
+            span.set(KeyValue::new(
+                attr::BATCH_ENTRIES,
+                as_i64(rpc.entries.len() as u64),
+            ));
+            if let Some(parent) = span.parent() {
+                traces.push(EntryTrace { index, parent });
+            }
+            spans.push(span);
+        }
+        (spans, traces)
+    }
+
     async fn call(&self, req: PeerRequest, option: &RPCOption) -> Result<PeerResponse, CallError> {
         self.channel
             .call(req, option.hard_ttl().max(self.min_rpc_timeout))
@@ -563,14 +647,17 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(PeerRequest::AppendEntries(rpc), &option)
+        let (spans, traces) = self.sent_spans(&rpc);
+        let result = match self
+            .call(PeerRequest::AppendEntries(rpc, traces), &option)
             .await
             .map_err(rpc_error)?
         {
             PeerResponse::AppendEntries(r) => Ok(r),
             _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
-        }
+        };
+        drop(spans);
+        result
     }
 
     async fn vote(

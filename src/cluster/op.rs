@@ -202,6 +202,30 @@ pub enum Op {
     Batch(Vec<Op>),
 }
 
+impl Op {
+    /// How many keys the write names (a trace attribute).
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        match self {
+            Op::Set { .. }
+            | Op::SetNx { .. }
+            | Op::GetDel(_)
+            | Op::GetEx { .. }
+            | Op::IncrBy { .. }
+            | Op::IncrByFloat { .. }
+            | Op::Append { .. }
+            | Op::SetRange { .. }
+            | Op::Expire { .. }
+            | Op::Persist(_) => 1,
+            Op::Rename { .. } => 2,
+            Op::MSet(pairs) | Op::MSetNx(pairs) => pairs.len(),
+            Op::Del(keys) | Op::ExpireKeys(keys) => keys.len(),
+            Op::FlushAll => 0,
+            Op::Batch(ops) => ops.iter().map(Op::key_count).sum(),
+        }
+    }
+}
+
 /// The deterministic outcome of applying an [`Op`]: every replica computes
 /// the same one. Only the node that received the command turns it into a
 /// reply.

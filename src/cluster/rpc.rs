@@ -20,6 +20,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 
 use super::op::{Op, OpResult};
 use super::types::{SnapshotMeta, TypeConfig, Vote};
+use crate::telemetry::TraceParent;
 
 /// Largest frame accepted on the peer channel. AppendEntries batches are
 /// bounded by openraft's `max_payload_entries`, and snapshots travel in
@@ -44,6 +45,32 @@ pub struct Envelope<T> {
     pub id: u64,
     /// The message.
     pub body: T,
+    /// The caller's span when the request is part of a sampled trace (a
+    /// forwarded write): the W3C trace context, so the callee's spans join
+    /// the caller's trace. Last, so a reader of the first fields (the test
+    /// proxy reads a Hello's node id) needs nothing after the body.
+    pub trace: Option<TraceParent>,
+}
+
+impl<T> Envelope<T> {
+    /// A message outside any trace (responses, and requests of untraced work).
+    pub fn new(id: u64, body: T) -> Envelope<T> {
+        Envelope {
+            id,
+            body,
+            trace: None,
+        }
+    }
+}
+
+/// The leader's span for one traced entry of an AppendEntries request, for
+/// the follower to record its part of that write under.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct EntryTrace {
+    /// The entry's log index.
+    pub index: u64,
+    /// The leader's `raftis.Peer/AppendEntries` span for it.
+    pub parent: TraceParent,
 }
 
 /// What one node asks of another.
@@ -56,8 +83,9 @@ pub enum PeerRequest {
         /// The caller's RESP address.
         resp_addr: String,
     },
-    /// Raft log replication / heartbeat.
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft log replication / heartbeat, with the leader's span for each
+    /// traced entry (usually none).
+    AppendEntries(AppendEntriesRequest<TypeConfig>, Vec<EntryTrace>),
     /// Raft election.
     Vote(VoteRequest<TypeConfig>),
     /// Raft pre-vote (an election that does not bump terms).
@@ -178,4 +206,17 @@ pub enum RemoteError {
     /// which key sets the threshold.
     #[error("{0}")]
     NoSpace(String),
+}
+
+impl RemoteError {
+    /// A short class of the failure, for the `error.type` of trace spans.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RemoteError::NotLeader { .. } => "not_leader",
+            RemoteError::Unavailable(_) => "unavailable",
+            RemoteError::Unknown(_) => "outcome_unknown",
+            RemoteError::NoSpace(_) => "no_space",
+        }
+    }
 }

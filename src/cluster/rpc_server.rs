@@ -25,7 +25,12 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::core::{now_ms, Core};
-use super::rpc::{codec, Envelope, PeerRequest, PeerResponse, RemoteError};
+use super::core::as_i64;
+use super::rpc::{codec, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError};
+use crate::telemetry::trace::{attr, ActiveSpan};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 /// Serves peer connections on `listener` until the task is dropped; then
 /// every connection it accepted is closed too, so peers notice at once and
@@ -73,6 +78,7 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
             }
         };
         let id = env.id;
+        let trace = env.trace;
         match env.body {
             PeerRequest::SnapshotChunk {
                 transfer_id,
@@ -80,7 +86,7 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                 data,
             } => {
                 let body = write_chunk(&core, &mut incoming, transfer_id, offset, &data).await;
-                let _ = tx.send(Envelope { id, body });
+                let _ = tx.send(Envelope::new(id, body));
             }
             PeerRequest::InstallSnapshot {
                 transfer_id,
@@ -103,48 +109,72 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                             let tx = tx.clone();
                             tokio::spawn(async move {
                                 let body = install(&core, inc, vote, meta).await;
-                                let _ = tx.send(Envelope { id, body });
+                                let _ = tx.send(Envelope::new(id, body));
                             });
                             continue;
                         }
                     },
                 };
-                let _ = tx.send(Envelope { id, body });
+                let _ = tx.send(Envelope::new(id, body));
             }
             PeerRequest::Forward { op, deadline_ms } => {
                 if now_ms() > deadline_ms {
                     let body = PeerResponse::Error(RemoteError::Unavailable(
                         "forwarded write arrived after its deadline; not proposed".into(),
                     ));
-                    let _ = tx.send(Envelope { id, body });
+                    let _ = tx.send(Envelope::new(id, body));
                     continue;
                 }
                 // A leader low on disk space takes no writes; the follower
                 // retries, and reaches the next leader after the handoff.
                 if let Some(why) = core.disk.write_refusal() {
                     let body = PeerResponse::Error(RemoteError::NoSpace(why));
-                    let _ = tx.send(Envelope { id, body });
+                    let _ = tx.send(Envelope::new(id, body));
                     continue;
                 }
+                // A traced write: the leader's side of the forward, with
+                // the proposal under it.
+                let span = core.telemetry.tracer.rpc(
+                    trace,
+                    "raftis.Peer/Forward",
+                    SpanKind::Server,
+                    "Forward",
+                    None,
+                    &[],
+                );
+                let submitted = match &span {
+                    None => core.submit_local(op).await,
+                    Some(span) => {
+                        core.submit_local(op)
+                            .with_context(span.context().clone())
+                            .await
+                    }
+                };
                 // Proposed here, in arrival order, so that one client's
                 // pipelined writes through a follower keep their order;
                 // only the wait for the outcome runs concurrently.
-                match core.submit_local(op).await {
+                match submitted {
                     Ok(outcome) => {
                         let tx = tx.clone();
                         tokio::spawn(async move {
                             let body = match outcome.await {
                                 Ok(result) => PeerResponse::Forwarded(result),
-                                Err(e) => PeerResponse::Error(e),
+                                Err(e) => {
+                                    if let Some(span) = &span {
+                                        span.fail(e.kind(), &e.to_string());
+                                    }
+                                    PeerResponse::Error(e)
+                                }
                             };
-                            let _ = tx.send(Envelope { id, body });
+                            drop(span);
+                            let _ = tx.send(Envelope::new(id, body));
                         });
                     }
                     Err(e) => {
-                        let _ = tx.send(Envelope {
-                            id,
-                            body: PeerResponse::Error(e),
-                        });
+                        if let Some(span) = &span {
+                            span.fail(e.kind(), &e.to_string());
+                        }
+                        let _ = tx.send(Envelope::new(id, PeerResponse::Error(e)));
                     }
                 }
             }
@@ -153,7 +183,7 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let body = handle(&core, body).await;
-                    let _ = tx.send(Envelope { id, body });
+                    let _ = tx.send(Envelope::new(id, body));
                 });
             }
         }
@@ -202,7 +232,7 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
                 resp_addr: core.peers.me().resp_addr.clone(),
             }
         }
-        PeerRequest::AppendEntries(rpc) => {
+        PeerRequest::AppendEntries(rpc, traces) => {
             // Critically low on disk space: store nothing new, but let
             // heartbeats (no entries) through so this node does not start
             // elections. The leader retries with backoff.
@@ -211,10 +241,17 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
                     return PeerResponse::Error(refusal);
                 }
             }
-            match core.raft.append_entries(rpc).await {
+            let spans = received_spans(core, &traces, rpc.entries.len());
+            let response = match core.raft.append_entries(rpc).await {
                 Ok(r) => PeerResponse::AppendEntries(r),
                 Err(e) => fatal(&e),
+            };
+            if let PeerResponse::Error(e) = &response {
+                for span in &spans {
+                    span.fail(e.kind(), &e.to_string());
+                }
             }
+            response
         }
         PeerRequest::Vote(rpc) => {
             // A removed node asking for votes learns it was removed.
@@ -274,6 +311,33 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
             PeerResponse::Error(RemoteError::Unavailable("message out of place".into()))
         }
     }
+}
+
+/// A follower's `raftis.Peer/AppendEntries` span for each traced entry of a
+/// request (ended when they are dropped, after the append is durable),
+/// each noted in the trace book so the log store's spans hang under it.
+fn received_spans(core: &Core, traces: &[EntryTrace], entries: usize) -> Vec<ActiveSpan> {
+    let tracer = &core.telemetry.tracer;
+    let Some(book) = tracer.book() else {
+        return Vec::new();
+    };
+    traces
+        .iter()
+        .filter_map(|t| {
+            let span = tracer.rpc(
+                Some(t.parent),
+                "raftis.Peer/AppendEntries",
+                SpanKind::Server,
+                "AppendEntries",
+                None,
+                &[],
+            )?;
+            span.set(KeyValue::new(attr::LOG_INDEX, as_i64(t.index)));
+            span.set(KeyValue::new(attr::BATCH_ENTRIES, as_i64(entries as u64)));
+            book.note_received(t.index, span.parent()?);
+            Some(span)
+        })
+        .collect()
 }
 
 async fn write_chunk(

@@ -32,8 +32,16 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use super::op::OpResult;
-use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use super::core::term_of;
+use super::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StampedOp, StoredMembership, TypeConfig,
+};
 use crate::storage::Store;
+use crate::telemetry::metrics::SnapshotKind;
+use crate::telemetry::trace::Stage;
+use crate::telemetry::{Telemetry, TraceParent};
+use opentelemetry::trace::SpanKind;
+use std::time::SystemTime;
 
 const KEY_LAST_APPLIED: &[u8] = b"raft_last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"raft_membership";
@@ -53,6 +61,18 @@ pub struct StateMachine {
     files: Arc<std::sync::Mutex<()>>,
     /// See [`StateMachine::applied_clock`].
     clock: Arc<AtomicU64>,
+    /// Apply spans of traced writes; snapshot metrics.
+    telemetry: Telemetry,
+}
+
+/// The traced writes of a run being applied.
+struct AppliedTraces {
+    /// Index, term and proposal span of each.
+    writes: Vec<(u64, u64, TraceParent)>,
+    /// When apply started.
+    started: SystemTime,
+    /// The run's last index.
+    last_index: u64,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -69,7 +89,11 @@ impl StateMachine {
     ///
     /// # Errors
     /// The directory cannot be created or listed.
-    pub fn open(store: Arc<Store>, snapshot_dir: PathBuf) -> io::Result<Self> {
+    pub fn open(
+        store: Arc<Store>,
+        snapshot_dir: PathBuf,
+        telemetry: Telemetry,
+    ) -> io::Result<Self> {
         fs::create_dir_all(&snapshot_dir)?;
         for entry in fs::read_dir(&snapshot_dir)? {
             let entry = entry?;
@@ -85,7 +109,73 @@ impl StateMachine {
             builds: Arc::default(),
             files: Arc::default(),
             clock: Arc::default(),
+            telemetry,
         })
+    }
+
+    /// Before a run is applied, when tracing is on: records the commit span
+    /// of each traced write this node proposed (from when it entered its
+    /// own log until now, when a quorum has it durable) and returns the
+    /// traced writes of the run, with the time apply starts.
+    fn start_apply_traces(&self, run: &[Entry]) -> Option<AppliedTraces> {
+        let tracer = &self.telemetry.tracer;
+        let book = tracer.book()?;
+        let now = SystemTime::now();
+        let writes: Vec<(u64, u64, TraceParent)> = run
+            .iter()
+            .filter_map(|entry| match &entry.payload {
+                EntryPayload::Normal(StampedOp {
+                    trace: Some(parent),
+                    ..
+                }) => Some((entry.log_id.index(), term_of(&entry.log_id), *parent)),
+                _ => None,
+            })
+            .collect();
+        for &(index, term, parent) in &writes {
+            if let Some(appended) = book.take_appended(index) {
+                tracer.record(Stage {
+                    parent,
+                    name: "raftis.commit",
+                    kind: SpanKind::Internal,
+                    start: appended,
+                    end: now,
+                    log_id: Some((index, term)),
+                    batch_entries: 0,
+                    batch: &[],
+                    attributes: Vec::new(),
+                });
+            }
+        }
+        Some(AppliedTraces {
+            writes,
+            started: now,
+            last_index: run.last().map_or(0, |e| e.log_id.index()),
+        })
+    }
+
+    /// After a run was applied: the apply span of each traced write, linked
+    /// to the other traced writes of the run; forgets the book's records
+    /// through the run (nothing later happens to them here).
+    fn finish_apply_traces(&self, traced: &AppliedTraces, entries: usize) {
+        let tracer = &self.telemetry.tracer;
+        let end = SystemTime::now();
+        let parents: Vec<TraceParent> = traced.writes.iter().map(|w| w.2).collect();
+        for &(index, term, parent) in &traced.writes {
+            tracer.record(Stage {
+                parent,
+                name: "raftis.apply",
+                kind: SpanKind::Internal,
+                start: traced.started,
+                end,
+                log_id: Some((index, term)),
+                batch_entries: entries,
+                batch: &parents,
+                attributes: Vec::new(),
+            });
+        }
+        if let Some(book) = tracer.book() {
+            book.forget_through(traced.last_index);
+        }
     }
 
     /// The highest leader clock stamp applied so far (ms since the Unix
@@ -456,7 +546,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let sm = self.clone();
+        let started = std::time::Instant::now();
         let (meta, file) = blocking(move || sm.build_blocking()).await?;
+        let metrics = &self.telemetry.metrics;
+        metrics.observe_snapshot(SnapshotKind::Build, started.elapsed());
         tracing::info!(snapshot = %meta, "snapshot built");
         Ok(Snapshot {
             meta,
@@ -489,9 +582,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if run.is_empty() {
             return Ok(());
         }
+        let traced = self.start_apply_traces(&run);
+        let entries = run.len();
         let store = self.store.clone();
         let (results, clock) = blocking(move || apply_run(&store, &run)).await?;
         self.clock.fetch_max(clock, Ordering::AcqRel);
+        if let Some(traced) = traced {
+            self.finish_apply_traces(&traced, entries);
+        }
         for (responder, result) in responders.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
@@ -511,8 +609,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> io::Result<()> {
         let sm = self.clone();
         let meta_owned = meta.clone();
+        let started = std::time::Instant::now();
         let file = snapshot.into_std().await;
         blocking(move || sm.install_blocking(&meta_owned, file)).await?;
+        let metrics = &self.telemetry.metrics;
+        metrics.observe_snapshot(SnapshotKind::Install, started.elapsed());
         tracing::info!(snapshot = %meta, "snapshot installed");
         Ok(())
     }
@@ -532,6 +633,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use crate::telemetry::Telemetry;
 
     use openraft::testing::log::{StoreBuilder, Suite};
     use openraft::type_config::TypeConfigExt;
@@ -565,8 +668,12 @@ mod tests {
                 .open()
                 .map_err(storage_error)?;
             let store = Store::open(db.clone()).map_err(storage_error)?;
-            let log = LogStore::open(&db).map_err(storage_error)?;
-            let sm = StateMachine::open(Arc::new(store), dir.path().join("snapshots"))
+            let log = LogStore::open(&db, &Telemetry::untraced(1)).map_err(storage_error)?;
+            let sm = StateMachine::open(
+                Arc::new(store),
+                dir.path().join("snapshots"),
+                Telemetry::untraced(1),
+            )
                 .map_err(storage_error)?;
             Ok((dir, log, sm))
         }
@@ -576,7 +683,7 @@ mod tests {
         let db = fjall::Database::builder(dir.join("db")).open().unwrap();
         let store = Arc::new(Store::open(db).unwrap());
         (
-            StateMachine::open(store.clone(), dir.join("snapshots")).unwrap(),
+            StateMachine::open(store.clone(), dir.join("snapshots"), Telemetry::untraced(1)).unwrap(),
             store,
         )
     }
@@ -603,7 +710,11 @@ mod tests {
                         },
                         i as u64 + 1,
                     ),
-                    payload: EntryPayload::Normal(StampedOp { now_ms: 1_000, op }),
+                    payload: EntryPayload::Normal(StampedOp {
+                        now_ms: 1_000,
+                        op,
+                        trace: None,
+                    }),
                 };
                 Ok((entry, None))
             })

@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::op::{Op, OpResult};
+use crate::telemetry::TraceParent;
 use super::state_machine::StateMachine;
 
 /// A replicated write as it sits in the log: the operation plus the
@@ -20,6 +21,10 @@ pub struct StampedOp {
     pub now_ms: u64,
     /// The operation.
     pub op: Op,
+    /// The leader's `raftis.propose` span when the write is traced, so that
+    /// every node records its log append, fsync and apply in the write's
+    /// trace. Never read by apply.
+    pub trace: Option<TraceParent>,
 }
 
 impl fmt::Display for StampedOp {

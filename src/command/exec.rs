@@ -25,7 +25,10 @@ use bytes::{Bytes, BytesMut};
 use super::args::Args;
 use super::table::{self, Handler, SubcommandSpec};
 use crate::cluster::Op;
+use crate::telemetry::trace::ActiveSpan;
+use opentelemetry::context::FutureExt as _;
 use crate::node::Node;
+use crate::server::state::Stats;
 use crate::server::{Executor, Reply, Session};
 
 /// A request resolved against the table, ready to run.
@@ -42,8 +45,8 @@ pub async fn execute(node: &Node, session: &mut Session, argv: Vec<Bytes>) -> Re
         Prepared::Ready(reply) => reply,
         Prepared::Write(name, op) => {
             let started = Instant::now();
-            let reply = submit_write(node, op).await;
-            record(session, name, started, &reply);
+            let reply = submit_write(node, name, op).await;
+            record(node, session, name, started, &reply);
             reply
         }
         Prepared::Run(resolved, args) => {
@@ -107,12 +110,12 @@ enum Prepared {
 /// Resolves, checks and (for writes) parses one request.
 fn prepare(session: &mut Session, argv: Vec<Bytes>) -> Prepared {
     let stats = &session.server.stats;
-    stats.commands_processed.fetch_add(1, Ordering::Relaxed);
     let resolved = match resolve(&argv) {
         Ok(r) => r,
         Err((name, reply)) => {
-            stats.rejected_commands.fetch_add(1, Ordering::Relaxed);
-            stats.error_replies.fetch_add(1, Ordering::Relaxed);
+            // Refused before running: an error reply, but not a processed
+            // command (Redis counts those in `call()`).
+            count_error(stats, &reply);
             if let Some(c) = name.and_then(|n| stats.command(n)) {
                 c.rejected_calls.fetch_add(1, Ordering::Relaxed);
             }
@@ -130,7 +133,8 @@ fn prepare(session: &mut Session, argv: Vec<Bytes>) -> Prepared {
                     c.calls.fetch_add(1, Ordering::Relaxed);
                     c.failed_calls.fetch_add(1, Ordering::Relaxed);
                 }
-                stats.error_replies.fetch_add(1, Ordering::Relaxed);
+                stats.commands_processed.fetch_add(1, Ordering::Relaxed);
+                count_error(stats, &reply);
                 Prepared::Ready(reply)
             }
         };
@@ -200,7 +204,7 @@ async fn run_local(
         // `prepare` turns every write into `Prepared::Write`.
         Handler::Write(_) => Reply::error("ERR internal error: write run as a local command"),
     };
-    record(session, resolved.name, started, &reply);
+    record(node, session, resolved.name, started, &reply);
     reply
 }
 
@@ -230,7 +234,19 @@ async fn submit_writes(
             ))),
         }
     }
-    let outcome = node.cluster.write_batch(ops).await;
+    let span = command_span(node, &names, || ops.iter().map(Op::key_count).sum());
+    let outcome = match &span {
+        None => node.cluster.write_batch(ops).await,
+        Some(span) => {
+            node.cluster
+                .write_batch(ops)
+                .with_context(span.context().clone())
+                .await
+        }
+    };
+    if let (Some(span), Err(e)) = (&span, &outcome) {
+        span.fail(e.resp_prefix(), &e.to_string());
+    }
     let mut results: Box<dyn Iterator<Item = Reply> + Send> = match outcome {
         Ok(results) => Box::new(results.into_iter().map(Reply::from)),
         Err(e) => {
@@ -247,7 +263,7 @@ async fn submit_writes(
                     .next()
                     .unwrap_or_else(|| Reply::error("ERR internal error: missing write result"));
                 if let Some(name) = names.next() {
-                    record(session, name, started, &reply);
+                    record(node, session, name, started, &reply);
                 }
                 reply
             }
@@ -256,19 +272,31 @@ async fn submit_writes(
     }
 }
 
-/// Counts one executed command.
-fn record(session: &Session, name: &'static str, started: Instant, reply: &Reply) {
+/// Counts one executed command, in INFO's stats and in the node's metrics.
+fn record(node: &Node, session: &Session, name: &'static str, started: Instant, reply: &Reply) {
     let stats = &session.server.stats;
+    let now = Instant::now();
+    let metrics = &node.telemetry.metrics;
+    metrics.observe_command(name, now.duration_since(started), reply.is_error());
+    stats.commands_processed.fetch_add(1, Ordering::Relaxed);
     if let Some(c) = stats.command(name) {
         c.calls.fetch_add(1, Ordering::Relaxed);
-        let usec = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let took = now.duration_since(started);
+        let usec = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         c.usec.fetch_add(usec, Ordering::Relaxed);
+        c.record_latency(took);
         if reply.is_error() {
             c.failed_calls.fetch_add(1, Ordering::Relaxed);
         }
     }
-    if reply.is_error() {
-        stats.error_replies.fetch_add(1, Ordering::Relaxed);
+    count_error(stats, reply);
+    stats.sample_rates(now);
+}
+
+/// Counts `reply` in `total_error_replies` and by prefix, if it is an error.
+fn count_error(stats: &Stats, reply: &Reply) {
+    if let Reply::Error(message) = reply {
+        stats.note_error(message);
     }
 }
 
@@ -282,11 +310,47 @@ async fn read_barrier(node: &Node, local_only: bool) -> Result<(), Reply> {
 }
 
 /// Replicates one write and turns its outcome into the reply.
-async fn submit_write(node: &Node, op: Op) -> Reply {
-    match node.cluster.write(op).await {
+async fn submit_write(node: &Node, name: &'static str, op: Op) -> Reply {
+    let span = command_span(node, &[name], || op.key_count());
+    let outcome = match &span {
+        None => node.cluster.write(op).await,
+        Some(span) => {
+            node.cluster
+                .write(op)
+                .with_context(span.context().clone())
+                .await
+        }
+    };
+    let reply = match outcome {
         Ok(result) => Reply::from(result),
         Err(e) => Reply::from(e),
+    };
+    if let (Some(span), Reply::Error(text)) = (&span, &reply) {
+        let text = String::from_utf8_lossy(text);
+        span.fail(text.split(' ').next().unwrap_or_default(), &text);
     }
+    reply
+}
+
+/// The root span of a write run (one command, or a pipelined run of them
+/// replicated as one entry) when tracing is on and samples it; the write
+/// then runs in its context, which carries the trace to every node.
+fn command_span(
+    node: &Node,
+    names: &[&'static str],
+    keys: impl FnOnce() -> usize,
+) -> Option<ActiveSpan> {
+    let tracer = &node.telemetry.tracer;
+    if !tracer.is_on() {
+        return None;
+    }
+    // A run of different commands is named BATCH alone, as OpenTelemetry's
+    // database conventions name mixed batches.
+    let name = names
+        .first()
+        .filter(|first| names.iter().all(|n| n == *first))
+        .copied();
+    tracer.command(name, names.len(), keys())
 }
 
 /// This node's clock in milliseconds since the Unix epoch, for hiding

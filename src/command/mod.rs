@@ -18,6 +18,7 @@
 pub mod args;
 pub mod backup;
 pub mod exec;
+pub mod info;
 pub mod keys;
 pub mod raft;
 pub mod server;

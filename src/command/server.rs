@@ -1,5 +1,6 @@
 //! Connection and server commands: PING, ECHO, QUIT, HELLO, AUTH, SELECT,
-//! CLIENT, COMMAND, CONFIG, INFO, TIME, READONLY, READWRITE, SHUTDOWN.
+//! CLIENT, COMMAND, CONFIG, INFO (written in `info.rs`), TIME, READONLY,
+//! READWRITE, SHUTDOWN.
 //!
 //! None of them touches replicated data, so all but SHUTDOWN (an `Admin`
 //! handler: it waits for the node to stop) are `Server` handlers: they
@@ -12,7 +13,6 @@
 //! `CONFIG`) list their subcommands in [`CONTAINERS`]; the executor resolves
 //! and arity-checks the subcommand before its handler runs.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -73,7 +73,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     server("readonly", 1, FAST_CONN, readonly),
     server("readwrite", 1, FAST_CONN, readwrite),
     server("time", 1, Flags::FAST, time),
-    server("info", -1, Flags(0), info),
+    server("info", -1, Flags(0), super::info::info),
     server(
         "client",
         -2,
@@ -210,7 +210,7 @@ fn hello(node: &Node, session: &mut Session, args: &mut Args) -> Reply {
         session.protocol = v;
         session.client.meta().resp = v;
     }
-    let role = match raft_view(node) {
+    let role = match super::info::raft_view(node) {
         Some(view) if view.role != "leader" => "replica",
         _ => "master",
     };
@@ -1011,8 +1011,12 @@ fn parse_memory(b: &[u8]) -> Option<i64> {
     digits.parse::<i64>().ok()?.checked_mul(mul)
 }
 
-fn config_resetstat(_: &Node, session: &mut Session, _: &mut Args) -> Reply {
+/// Zeroes what Redis's `CONFIG RESETSTAT` zeroes: the front end's counters,
+/// command and error stats, rates, and the store's hits, misses and expiry
+/// count (not `used_memory_peak`, which Redis keeps too).
+fn config_resetstat(node: &Node, session: &mut Session, _: &mut Args) -> Reply {
     session.server.stats.reset();
+    node.store.reset_usage_stats();
     Reply::ok()
 }
 
@@ -1109,420 +1113,6 @@ fn match_class(pattern: &[u8], p: usize, c: u8, nocase: bool) -> Option<usize> {
     // An unterminated class ends at the pattern's end, as in Redis.
     let next = if j < pattern.len() { j + 1 } else { j };
     (matched != negate).then_some(next)
-}
-
-// ---------------------------------------------------------------------------
-// INFO
-
-/// The Raft facts INFO and HELLO report, copied out of the cluster's status.
-struct RaftView {
-    node_id: u64,
-    role: &'static str,
-    leader_id: Option<u64>,
-    term: u64,
-    commit_index: u64,
-    last_applied: u64,
-    last_log_index: u64,
-    snapshot_index: u64,
-    purged_index: u64,
-    voters: Vec<u64>,
-    learners: Vec<u64>,
-    /// Id and peer address.
-    members: Vec<(u64, String)>,
-    /// Id and RESP address (the peer address when it is not known yet).
-    resp_members: Vec<(u64, String)>,
-    /// Voters needed for a decision.
-    quorum: usize,
-    /// Voters that may fail.
-    failure_tolerance: usize,
-    /// The voter count is even.
-    voters_even: bool,
-    /// Each member's replication state, on the leader only.
-    nodes: Vec<crate::cluster::membership::NodeInfo>,
-}
-
-fn raft_view(node: &Node) -> Option<RaftView> {
-    let s = node.cluster.status();
-    // Clients and dashboards want where to connect, not the peer port.
-    let resp_members = s
-        .members
-        .iter()
-        .map(|(id, peer)| {
-            (
-                *id,
-                node.cluster.resp_addr(*id).unwrap_or_else(|| peer.clone()),
-            )
-        })
-        .collect();
-    Some(RaftView {
-        node_id: s.node_id,
-        role: s.role,
-        leader_id: s.leader_id,
-        term: s.term,
-        commit_index: s.commit_index,
-        last_applied: s.last_applied,
-        last_log_index: s.last_log_index,
-        snapshot_index: s.snapshot_index,
-        purged_index: s.purged_index,
-        voters: s.voters,
-        learners: s.learners,
-        members: s.members,
-        resp_members,
-        quorum: s.quorum,
-        failure_tolerance: s.failure_tolerance,
-        voters_even: s.voters_even,
-        nodes: s.nodes,
-    })
-}
-
-const DEFAULT_SECTIONS: &[&str] = &[
-    "server",
-    "clients",
-    "memory",
-    "persistence",
-    "stats",
-    "replication",
-    "keyspace",
-    "raft",
-];
-
-fn info(node: &Node, session: &mut Session, args: &mut Args) -> Reply {
-    let asked: Vec<String> = args
-        .rest()
-        .iter()
-        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-        .collect();
-    let mut sections: Vec<&str> = Vec::new();
-    if asked.is_empty() {
-        sections.extend_from_slice(DEFAULT_SECTIONS);
-    }
-    for a in &asked {
-        match a.as_str() {
-            "default" => sections.extend_from_slice(DEFAULT_SECTIONS),
-            "all" | "everything" => {
-                sections.extend_from_slice(DEFAULT_SECTIONS);
-                sections.push("commandstats");
-            }
-            other => sections.push(match other {
-                "server" => "server",
-                "clients" => "clients",
-                "memory" => "memory",
-                "persistence" => "persistence",
-                "stats" => "stats",
-                "replication" => "replication",
-                "keyspace" => "keyspace",
-                "raft" => "raft",
-                "commandstats" => "commandstats",
-                _ => continue,
-            }),
-        }
-    }
-    let mut seen = Vec::new();
-    sections.retain(|s| {
-        let first = !seen.contains(s);
-        seen.push(s);
-        first
-    });
-    let raft = raft_view(node);
-    let mut out = String::new();
-    for (n, section) in sections.iter().enumerate() {
-        if n > 0 {
-            out.push_str("\r\n");
-        }
-        match *section {
-            "server" => info_server(&mut out, session),
-            "clients" => info_clients(&mut out, session),
-            "memory" => info_memory(&mut out),
-            "persistence" => info_persistence(&mut out, node, session),
-            "stats" => info_stats(&mut out, session),
-            "replication" => info_replication(&mut out, raft.as_ref()),
-            "keyspace" => info_keyspace(&mut out, node),
-            "raft" => info_raft(&mut out, raft.as_ref()),
-            _ => info_commandstats(&mut out, session),
-        }
-    }
-    Reply::text(out)
-}
-
-macro_rules! field {
-    ($out:expr, $name:expr, $value:expr) => {
-        let _ = write!($out, "{}:{}\r\n", $name, $value);
-    };
-}
-
-fn info_server(out: &mut String, session: &Session) {
-    let state = &session.server;
-    let uptime = state.started.elapsed().as_secs();
-    let now_usec = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    out.push_str("# Server\r\n");
-    field!(out, "redis_version", REDIS_COMPAT_VERSION);
-    field!(out, "raftis_version", env!("CARGO_PKG_VERSION"));
-    field!(out, "redis_git_sha1", "00000000");
-    field!(out, "redis_git_dirty", 0);
-    field!(out, "redis_build_id", "0");
-    field!(out, "redis_mode", "standalone");
-    field!(
-        out,
-        "os",
-        format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)
-    );
-    field!(out, "arch_bits", usize::BITS);
-    field!(out, "multiplexing_api", "tokio");
-    field!(out, "process_id", std::process::id());
-    field!(out, "tcp_port", state.tcp_port());
-    field!(out, "server_time_usec", now_usec);
-    field!(out, "uptime_in_seconds", uptime);
-    field!(out, "uptime_in_days", uptime / 86_400);
-    field!(out, "hz", 10);
-    field!(
-        out,
-        "executable",
-        std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    );
-    field!(out, "config_file", state.settings.config_file());
-}
-
-fn info_clients(out: &mut String, session: &Session) {
-    let state = &session.server;
-    out.push_str("# Clients\r\n");
-    field!(out, "connected_clients", state.connected_clients());
-    field!(out, "cluster_connections", 0);
-    field!(
-        out,
-        "maxclients",
-        state.settings.maxclients.load(Ordering::Relaxed)
-    );
-    field!(out, "blocked_clients", 0);
-    field!(out, "tracking_clients", 0);
-    field!(out, "clients_in_timeout_table", 0);
-}
-
-/// Resident set size from `/proc/self/statm`, where there is one.
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
-
-fn human_bytes(n: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let f = n as f64;
-    if n < 1024 {
-        format!("{n}B")
-    } else if n < 1024 * 1024 {
-        format!("{:.2}K", f / 1024.0)
-    } else if n < 1024 * 1024 * 1024 {
-        format!("{:.2}M", f / (1024.0 * 1024.0))
-    } else {
-        format!("{:.2}G", f / (1024.0 * 1024.0 * 1024.0))
-    }
-}
-
-fn info_memory(out: &mut String) {
-    // No allocator statistics: the resident size stands in for used_memory.
-    let rss = resident_bytes();
-    out.push_str("# Memory\r\n");
-    field!(out, "used_memory", rss);
-    field!(out, "used_memory_human", human_bytes(rss));
-    field!(out, "used_memory_rss", rss);
-    field!(out, "used_memory_rss_human", human_bytes(rss));
-    field!(out, "maxmemory", 0);
-    field!(out, "maxmemory_human", "0B");
-    field!(out, "maxmemory_policy", "noeviction");
-    field!(out, "mem_fragmentation_ratio", "1.00");
-}
-
-fn info_persistence(out: &mut String, node: &Node, session: &Session) {
-    let started = session
-        .server
-        .started_wall
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    out.push_str("# Persistence\r\n");
-    field!(out, "loading", 0);
-    field!(out, "async_loading", 0);
-    field!(out, "rdb_changes_since_last_save", 0);
-    field!(out, "rdb_bgsave_in_progress", 0);
-    field!(out, "rdb_last_save_time", started);
-    field!(out, "rdb_last_bgsave_status", "ok");
-    field!(out, "aof_enabled", 1);
-    field!(out, "aof_rewrite_in_progress", 0);
-    let p = node.cluster.persistence();
-    // Redis reports a failing disk as aof_last_write_status:err.
-    let write_status = if p.disk_low { "err" } else { "ok" };
-    field!(out, "aof_last_write_status", write_status);
-    field!(out, "db_size_bytes", p.db_size_bytes);
-    field!(out, "raft_log_first_index", p.log_first_index);
-    field!(out, "raft_log_last_index", p.log_last_index);
-    field!(out, "raft_log_entries", p.log_entries);
-    field!(out, "raft_last_snapshot_index", p.last_snapshot_index);
-    field!(out, "raft_last_snapshot_time", p.last_snapshot_time);
-    field!(out, "disk_free_bytes", p.disk_free_bytes);
-    field!(out, "disk_low", u8::from(p.disk_low));
-    field!(out, "disk_critical", u8::from(p.disk_critical));
-    field!(out, "min_free_bytes", p.min_free_bytes);
-}
-
-fn info_stats(out: &mut String, session: &Session) {
-    let s = &session.server.stats;
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    out.push_str("# Stats\r\n");
-    field!(
-        out,
-        "total_connections_received",
-        get(&s.connections_received)
-    );
-    field!(out, "total_commands_processed", get(&s.commands_processed));
-    field!(out, "instantaneous_ops_per_sec", 0);
-    field!(out, "total_net_input_bytes", get(&s.net_input_bytes));
-    field!(out, "total_net_output_bytes", get(&s.net_output_bytes));
-    field!(out, "rejected_connections", get(&s.rejected_connections));
-    field!(out, "expired_keys", 0);
-    field!(out, "evicted_keys", 0);
-    field!(out, "keyspace_hits", 0);
-    field!(out, "keyspace_misses", 0);
-    field!(out, "total_error_replies", get(&s.error_replies));
-    field!(out, "unexpected_error_replies", get(&s.rejected_commands));
-}
-
-fn join_ids(ids: &[u64]) -> String {
-    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn info_replication(out: &mut String, raft: Option<&RaftView>) {
-    out.push_str("# Replication\r\n");
-    let Some(r) = raft else {
-        field!(out, "role", "master");
-        field!(out, "connected_slaves", 0);
-        return;
-    };
-    let host_port = |id: u64| {
-        r.resp_members
-            .iter()
-            .find(|(m, _)| *m == id)
-            .and_then(|(_, addr)| addr.rsplit_once(':'))
-            .map(|(h, p)| (h.to_string(), p.to_string()))
-            .unwrap_or_default()
-    };
-    if r.role == "leader" {
-        field!(out, "role", "master");
-        let followers: Vec<u64> = r
-            .resp_members
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| *id != r.node_id)
-            .collect();
-        field!(out, "connected_slaves", followers.len());
-        for (n, id) in followers.iter().enumerate() {
-            let (ip, port) = host_port(*id);
-            let _ = write!(
-                out,
-                "slave{n}:ip={ip},port={port},state=online,offset={},lag=0\r\n",
-                r.commit_index
-            );
-        }
-    } else {
-        field!(out, "role", "slave");
-        let (host, port) = r.leader_id.map(host_port).unwrap_or_default();
-        field!(out, "master_host", host);
-        field!(out, "master_port", port);
-        field!(
-            out,
-            "master_link_status",
-            if r.leader_id.is_some() { "up" } else { "down" }
-        );
-        field!(out, "slave_repl_offset", r.last_applied);
-        field!(out, "slave_read_only", 1);
-        field!(out, "connected_slaves", 0);
-    }
-    field!(out, "master_repl_offset", r.commit_index);
-}
-
-fn info_keyspace(out: &mut String, node: &Node) {
-    out.push_str("# Keyspace\r\n");
-    let keys = node.store.key_count();
-    if keys > 0 {
-        let expires = node.store.expires_count();
-        let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
-    }
-}
-
-fn info_raft(out: &mut String, raft: Option<&RaftView>) {
-    out.push_str("# Raft\r\n");
-    let Some(r) = raft else {
-        field!(out, "role", "unknown");
-        return;
-    };
-    field!(out, "node_id", r.node_id);
-    field!(out, "role", r.role);
-    field!(
-        out,
-        "leader_id",
-        r.leader_id.map_or_else(String::new, |l| l.to_string())
-    );
-    field!(out, "term", r.term);
-    field!(out, "commit_index", r.commit_index);
-    field!(out, "last_applied", r.last_applied);
-    field!(out, "last_log_index", r.last_log_index);
-    field!(out, "snapshot_index", r.snapshot_index);
-    field!(out, "purged_index", r.purged_index);
-    field!(out, "voters", join_ids(&r.voters));
-    field!(out, "learners", join_ids(&r.learners));
-    field!(out, "quorum", r.quorum);
-    field!(out, "failure_tolerance", r.failure_tolerance);
-    // An even count tolerates no more failures than one voter fewer.
-    field!(out, "voters_even", u8::from(r.voters_even));
-    field!(
-        out,
-        "members",
-        r.members
-            .iter()
-            .map(|(id, addr)| format!("{id}={addr}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    // On the leader, one line per member as RAFT.NODES shows it (Redis's
-    // `slave0:` lines are the model).
-    for n in &r.nodes {
-        field!(
-            out,
-            format!("node{}", n.id),
-            format!(
-                "role={},peer_addr={},resp_addr={},match_index={},lag={},reachable={}",
-                n.role.as_str(),
-                n.peer_addr,
-                n.resp_addr.as_deref().unwrap_or(""),
-                n.match_index.unwrap_or(0),
-                n.lag.unwrap_or(0),
-                u8::from(n.reachable.unwrap_or(false)),
-            )
-        );
-    }
-}
-
-fn info_commandstats(out: &mut String, session: &Session) {
-    out.push_str("# Commandstats\r\n");
-    for (name, c) in session.server.stats.commands() {
-        let calls = c.calls.load(Ordering::Relaxed);
-        let usec = c.usec.load(Ordering::Relaxed);
-        #[allow(clippy::cast_precision_loss)]
-        let per_call = if calls == 0 {
-            0.0
-        } else {
-            usec as f64 / calls as f64
-        };
-        let _ = write!(
-            out,
-            "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}\r\n",
-            c.rejected_calls.load(Ordering::Relaxed),
-            c.failed_calls.load(Ordering::Relaxed),
-        );
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@
 
 pub mod codec;
 pub mod connection;
+pub mod error_stats;
+pub mod latency;
 pub mod listener;
+pub mod rates;
 pub mod reply;
 pub mod session;
 pub mod state;

@@ -7,17 +7,25 @@
 //! `CONFIG SET`, `INFO`) reach it without touching the replicated node.
 //! Settings that `CONFIG SET` may change live in atomics and connections read
 //! them at the start of each batch; counters are relaxed atomics, since INFO
-//! needs no exact snapshot across them.
+//! needs no exact snapshot across them. The executor feeds [`Stats`] after
+//! each command: calls and time per command with its latency histogram
+//! (`latency.rs`), error replies by prefix (`error_stats.rs`), and a chance
+//! to sample the instantaneous rates (`rates.rs`); `INFO` and `/metrics`
+//! read them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
 use super::codec::{ProtocolLimits, INLINE_MAX_SIZE};
+use super::error_stats::ErrorTable;
+use super::latency::LatencyHistogram;
+use super::rates::{RateSampler, PERIOD as RATE_PERIOD};
 
 /// The front end's settings as the node starts with them (from the
 /// configuration); Redis's defaults otherwise.
@@ -141,6 +149,23 @@ pub struct CommandStats {
     pub rejected_calls: AtomicU64,
     /// Times it ran and replied with an error.
     pub failed_calls: AtomicU64,
+    /// Its call durations (`INFO latencystats`), made when it first runs.
+    latency: OnceLock<LatencyHistogram>,
+}
+
+impl CommandStats {
+    /// Records how long one call took.
+    pub fn record_latency(&self, took: Duration) {
+        self.latency
+            .get_or_init(LatencyHistogram::default)
+            .record(took);
+    }
+
+    /// Its call durations, if it has run.
+    #[must_use]
+    pub fn latency(&self) -> Option<&LatencyHistogram> {
+        self.latency.get()
+    }
 }
 
 /// Counters for INFO's stats section.
@@ -150,25 +175,65 @@ pub struct Stats {
     pub connections_received: AtomicU64,
     /// `rejected_connections` (over maxclients).
     pub rejected_connections: AtomicU64,
-    /// `total_commands_processed`.
+    /// `total_commands_processed`: commands that ran (a refusal before
+    /// running, such as an unknown command or a wrong arity, is not one),
+    /// counted once they have answered, as Redis's `call()` counts them.
     pub commands_processed: AtomicU64,
     /// `total_net_input_bytes`.
     pub net_input_bytes: AtomicU64,
     /// `total_net_output_bytes`.
     pub net_output_bytes: AtomicU64,
-    /// `total_error_replies`.
+    /// `total_error_replies`: every error reply, refusals included. Counted
+    /// with [`Stats::note_error`], which also counts it by prefix.
     pub error_replies: AtomicU64,
-    /// `unexpected_error_replies`: unknown commands and arity errors.
-    pub rejected_commands: AtomicU64,
+    /// Error replies by prefix (`INFO errorstats`).
+    errors: Mutex<ErrorTable>,
+    /// The samplers behind the `instantaneous_*` fields.
+    rates: Mutex<Rates>,
+    /// When the next rate sample is due, in nanoseconds since `epoch`: lets
+    /// [`Stats::sample_rates`] return without locking until then.
+    next_sample_due: AtomicU64,
+    epoch: Instant,
     /// Per command, by full name such as `client|list`. Built once from the
     /// command table, so counting a call takes no lock.
     commands: HashMap<&'static str, CommandStats>,
+}
+
+/// The counters Redis samples for its instantaneous rates.
+#[derive(Debug)]
+struct Rates {
+    ops: RateSampler,
+    net_input: RateSampler,
+    net_output: RateSampler,
+}
+
+impl Rates {
+    fn new(now: Instant) -> Self {
+        Rates {
+            ops: RateSampler::new(0, now),
+            net_input: RateSampler::new(0, now),
+            net_output: RateSampler::new(0, now),
+        }
+    }
+}
+
+/// Per-second rates over the last 1.6 s, as INFO's `instantaneous_*`
+/// fields report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstantaneousRates {
+    /// `instantaneous_ops_per_sec`.
+    pub ops_per_sec: u64,
+    /// Bytes per second read from clients (`instantaneous_input_kbps` × 1024).
+    pub input_bytes_per_sec: u64,
+    /// Bytes per second written to clients (`instantaneous_output_kbps` × 1024).
+    pub output_bytes_per_sec: u64,
 }
 
 impl Stats {
     /// Counters for the given command names (full names, `client|list`).
     #[must_use]
     pub fn new(command_names: impl IntoIterator<Item = &'static str>) -> Self {
+        let epoch = Instant::now();
         Stats {
             connections_received: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
@@ -176,7 +241,10 @@ impl Stats {
             net_input_bytes: AtomicU64::new(0),
             net_output_bytes: AtomicU64::new(0),
             error_replies: AtomicU64::new(0),
-            rejected_commands: AtomicU64::new(0),
+            errors: Mutex::new(ErrorTable::default()),
+            rates: Mutex::new(Rates::new(epoch)),
+            next_sample_due: AtomicU64::new(nanos(RATE_PERIOD)),
+            epoch,
             commands: command_names
                 .into_iter()
                 .map(|n| (n, CommandStats::default()))
@@ -205,7 +273,60 @@ impl Stats {
         all
     }
 
-    /// `CONFIG RESETSTAT`.
+    /// Counts one error reply whose message (without RESP's `-`) is
+    /// `message`: in `total_error_replies`, and by its prefix.
+    pub fn note_error(&self, message: &[u8]) {
+        self.error_replies.fetch_add(1, Ordering::Relaxed);
+        lock(&self.errors).note(message);
+    }
+
+    /// Error replies by prefix (`ERR`, `WRONGTYPE`...), sorted by prefix: what
+    /// `INFO errorstats` lists. At most 128 prefixes; past that, only
+    /// `ERRORSTATS_DISABLED` until `CONFIG RESETSTAT` (see `error_stats.rs`).
+    #[must_use]
+    pub fn error_counts(&self) -> Vec<(String, u64)> {
+        lock(&self.errors).counts()
+    }
+
+    /// Offers the instantaneous rates a sample at `now`; cheap (one atomic
+    /// load) until a sampling period has passed since the last sample.
+    pub fn sample_rates(&self, now: Instant) {
+        let at = nanos(now.saturating_duration_since(self.epoch));
+        if at < self.next_sample_due.load(Ordering::Relaxed) {
+            return;
+        }
+        // Another thread sampling now makes this offer redundant.
+        let mut rates = match self.rates.try_lock() {
+            Ok(rates) => rates,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        rates
+            .ops
+            .sample(self.commands_processed.load(Ordering::Relaxed), now);
+        rates
+            .net_input
+            .sample(self.net_input_bytes.load(Ordering::Relaxed), now);
+        rates
+            .net_output
+            .sample(self.net_output_bytes.load(Ordering::Relaxed), now);
+        self.next_sample_due
+            .store(at.saturating_add(nanos(RATE_PERIOD)), Ordering::Relaxed);
+    }
+
+    /// The instantaneous rates as of the last sample.
+    #[must_use]
+    pub fn instantaneous(&self) -> InstantaneousRates {
+        let rates = lock(&self.rates);
+        InstantaneousRates {
+            ops_per_sec: rates.ops.per_second(),
+            input_bytes_per_sec: rates.net_input.per_second(),
+            output_bytes_per_sec: rates.net_output.per_second(),
+        }
+    }
+
+    /// `CONFIG RESETSTAT`: what Redis's `resetServerStats`,
+    /// `resetCommandTableStats` and `resetErrorTableStats` reset of these.
     pub fn reset(&self) {
         for counter in [
             &self.connections_received,
@@ -214,7 +335,6 @@ impl Stats {
             &self.net_input_bytes,
             &self.net_output_bytes,
             &self.error_replies,
-            &self.rejected_commands,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
@@ -222,8 +342,18 @@ impl Stats {
             for counter in [&c.calls, &c.usec, &c.rejected_calls, &c.failed_calls] {
                 counter.store(0, Ordering::Relaxed);
             }
+            if let Some(latency) = c.latency() {
+                latency.reset();
+            }
         }
+        lock(&self.errors).reset();
+        *lock(&self.rates) = Rates::new(Instant::now());
     }
+}
+
+/// A duration in nanoseconds, saturating (585 years of uptime).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What `CLIENT LIST` shows of one connection and may change while it runs.
@@ -331,6 +461,10 @@ pub struct ServerState {
     pub started: Instant,
     /// The same moment on the wall clock.
     pub started_wall: SystemTime,
+    /// INFO's `run_id`: 40 random hex characters, new at every start, as
+    /// Redis makes one per process (here per node: tests run several in one
+    /// process).
+    pub run_id: String,
     next_client_id: AtomicU64,
     clients: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
     connected: AtomicUsize,
@@ -347,6 +481,7 @@ impl ServerState {
             stats: Stats::new(command_names),
             started: Instant::now(),
             started_wall: SystemTime::now(),
+            run_id: random_run_id(),
             next_client_id: AtomicU64::new(1),
             clients: Mutex::new(BTreeMap::new()),
             connected: AtomicUsize::new(0),
@@ -394,6 +529,15 @@ impl ServerState {
     pub fn tcp_port(&self) -> u64 {
         self.tcp_port.load(Ordering::Relaxed)
     }
+}
+
+/// 20 random bytes in hex, as Redis's `getRandomHexChars` makes `run_id`.
+fn random_run_id() -> String {
+    let bytes: [u8; 20] = rand::random();
+    bytes.iter().fold(String::with_capacity(40), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked

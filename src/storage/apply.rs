@@ -107,6 +107,9 @@ pub struct ApplyBatch<'s> {
     meta: Vec<(Vec<u8>, Vec<u8>)>,
     /// Reused buffer for data keys of point lookups.
     scratch: Vec<u8>,
+    /// Keys deleted by `ExpireKeys` ops, counted in INFO's `expired_keys`
+    /// once the batch commits.
+    expired: u64,
 }
 
 impl<'s> ApplyBatch<'s> {
@@ -122,6 +125,7 @@ impl<'s> ApplyBatch<'s> {
             overlay: HashMap::new(),
             meta: Vec::new(),
             scratch: Vec::new(),
+            expired: 0,
         }
     }
 
@@ -231,6 +235,7 @@ impl<'s> ApplyBatch<'s> {
                     if expired {
                         self.delete(key)?;
                         removed += 1;
+                        self.expired += 1;
                     }
                 }
                 Ok(OpResult::Integer(removed))
@@ -266,6 +271,7 @@ impl<'s> ApplyBatch<'s> {
             base_expires,
             overlay,
             meta,
+            expired,
             ..
         } = self;
         let mut batch = store.db.batch();
@@ -336,6 +342,10 @@ impl<'s> ApplyBatch<'s> {
         for generation in &abandoned {
             store.drop_generation(generation);
         }
+        store
+            .usage
+            .expired
+            .fetch_add(expired, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

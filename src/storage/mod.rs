@@ -36,6 +36,7 @@ mod glob;
 mod number;
 mod read;
 mod snapshot;
+mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -48,6 +49,7 @@ pub use error::StorageError;
 pub use glob::glob_match;
 pub use number::parse_i64;
 pub use read::{Entry, ScanOptions, Value};
+pub use stats::UsageStats;
 
 /// Longest user key that can be stored: fjall keys hold at most 65535
 /// bytes, and data and expiry-index keys put 8 bytes in front of the user
@@ -91,6 +93,7 @@ pub struct Store {
     expires_count: AtomicU64,
     next_generation: AtomicU64,
     writer: WriterSlot,
+    usage: stats::UsageCounters,
 }
 
 impl std::fmt::Debug for Store {
@@ -170,6 +173,7 @@ impl Store {
             key_count: AtomicU64::new(key_count),
             expires_count: AtomicU64::new(expires_count),
             writer: WriterSlot::default(),
+            usage: stats::UsageCounters::default(),
         })
     }
 
@@ -201,6 +205,18 @@ impl Store {
     #[must_use]
     pub fn expires_count(&self) -> u64 {
         self.expires_count.load(Ordering::Acquire)
+    }
+
+    /// This node's keyspace hits and misses and applied expiry deletions
+    /// since it started or since [`Store::reset_usage_stats`].
+    #[must_use]
+    pub fn usage_stats(&self) -> UsageStats {
+        self.usage.snapshot()
+    }
+
+    /// Zeroes the usage counters (`CONFIG RESETSTAT`).
+    pub fn reset_usage_stats(&self) {
+        self.usage.reset();
     }
 
     fn current(&self) -> Arc<Generation> {

@@ -73,6 +73,7 @@ fn live_entry(raw: &[u8], now_ms: u64) -> Result<Option<Entry<'_>>, StorageError
 
 impl Store {
     /// Runs `f` on the live value of `key` (or `None`), without copying it.
+    /// Counts a keyspace hit or miss: this is a read command's lookup.
     ///
     /// # Errors
     /// Any fjall error, or a stored value that does not decode.
@@ -84,6 +85,7 @@ impl Store {
     ) -> Result<R, StorageError> {
         if key.len() > MAX_KEY_LEN {
             // It cannot be stored, and fjall panics on keys that long.
+            self.usage.lookup(false);
             return Ok(f(None));
         }
         let generation = self.current();
@@ -92,6 +94,7 @@ impl Store {
             Some(raw) => live_entry(raw, now_ms)?,
             None => None,
         };
+        self.usage.lookup(entry.is_some());
         Ok(f(entry))
     }
 
@@ -110,7 +113,8 @@ impl Store {
     }
 
     /// Calls `f` with the live value (or `None`) of each key in order, all
-    /// read from one consistent snapshot.
+    /// read from one consistent snapshot. Counts a keyspace hit or miss per
+    /// key.
     ///
     /// # Errors
     /// Any fjall error, or a stored value that does not decode.
@@ -124,14 +128,17 @@ impl Store {
         let snapshot = self.db.snapshot();
         for key in keys {
             if key.len() > MAX_KEY_LEN {
+                self.usage.lookup(false);
                 f(None);
                 continue;
             }
             let raw = with_data_key(key, |data_key| snapshot.get(&generation.data, data_key))?;
-            match &raw {
-                Some(raw) => f(live_entry(raw, now_ms)?),
-                None => f(None),
-            }
+            let entry = match &raw {
+                Some(raw) => live_entry(raw, now_ms)?,
+                None => None,
+            };
+            self.usage.lookup(entry.is_some());
+            f(entry);
         }
         Ok(())
     }

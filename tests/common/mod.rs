@@ -70,6 +70,20 @@ async fn rebind(addr: SocketAddr) -> TcpListener {
 impl Cluster {
     /// Starts `n` nodes that form one cluster.
     pub async fn start(n: u64, tuning: NodeTuning) -> Cluster {
+        Cluster::start_with(n, tuning, |_, config| {
+            raftis::telemetry::Telemetry::from_config(config).expect("telemetry starts")
+        })
+        .await
+    }
+
+    /// [`Cluster::start`] with each node's telemetry from `telemetry(id, config)`
+    /// (an in-memory trace exporter, say). A restarted node gets the telemetry
+    /// its configuration asks for.
+    pub async fn start_with(
+        n: u64,
+        tuning: NodeTuning,
+        telemetry: impl Fn(u64, &Config) -> raftis::telemetry::Telemetry,
+    ) -> Cluster {
         let mut listeners = Vec::new();
         for _ in 0..n {
             listeners.push((bind("127.0.0.1:0").await, bind("127.0.0.1:0").await));
@@ -95,9 +109,14 @@ impl Cluster {
             config.request_timeout_ms = tuning.request_timeout_ms;
             config.raft.snapshot_logs_since_last = tuning.snapshot_logs_since_last;
             config.raft.max_in_snapshot_log_to_keep = tuning.max_in_snapshot_log_to_keep;
-            let running = raftis::node::start(config.clone(), resp, peer)
-                .await
-                .expect("node starts");
+            let running = raftis::node::start_with_telemetry(
+                config.clone(),
+                resp,
+                peer,
+                telemetry(id, &config),
+            )
+            .await
+            .expect("node starts");
             slots.insert(
                 id,
                 Slot {
@@ -138,6 +157,11 @@ impl Cluster {
 
     pub fn resp_addr(&self, id: u64) -> SocketAddr {
         self.slots[&id].resp_addr
+    }
+
+    /// Where node `id` serves `/metrics`, `/health` and `/ready`.
+    pub fn http_addr(&self, id: u64) -> SocketAddr {
+        self.node(id).http_addr()
     }
 
     /// Waits until every running node agrees on one running leader.
@@ -217,7 +241,7 @@ impl Cluster {
 }
 
 /// The configuration of an in-process node on these listeners: loopback,
-/// no HTTP port, fast Raft timing (elections within a second).
+/// HTTP on a free port, fast Raft timing (elections within a second).
 pub fn node_config(id: u64, resp: &TcpListener, peer: &TcpListener, data_dir: PathBuf) -> Config {
     let mut config = Config {
         id,

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# What tracing costs SET throughput.
+#
+# Builds raftis and the OTLP sink (examples/otlp_sink.rs) in release mode,
+# then measures `redis-benchmark -t set` against the leader of a fresh
+# three-node cluster on this machine, in three configurations:
+#
+#   off       no exporter configured: the tracer is off
+#   0.01      telemetry.sample_ratio 0.01, exported over OTLP/gRPC to the sink
+#   1.0       every write traced and exported (for reference)
+#
+# Each round runs every configuration once, in turn, so that a change in the
+# machine's load hits all of them alike; the table shows each configuration's
+# median over the rounds and its ratio to "off". Every configuration starts
+# its own cluster with empty data dirs, so none inherits another's log.
+#
+# Usage: benches/trace_overhead.sh
+# Settings (environment): ROUNDS (default 3), REQUESTS per run (default
+# 100000), CLIENTS (default 50), DATA_SIZE (default 64), KEYSPACE (default
+# 100000), BENCH_DIR (temp dir parent, default $TMPDIR or /tmp).
+#
+# Needs redis-cli, redis-benchmark and python3 (to find free ports).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+REQUESTS=${REQUESTS:-100000}
+CLIENTS=${CLIENTS:-50}
+DATA_SIZE=${DATA_SIZE:-64}
+KEYSPACE=${KEYSPACE:-100000}
+CONFIGS=(off 0.01 1.0)
+
+cd "$(dirname "$0")/.."
+for tool in redis-cli redis-benchmark python3; do
+    command -v "$tool" >/dev/null || { echo "trace_overhead: $tool is not installed" >&2; exit 1; }
+done
+# The caller's settings must not change what is measured.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(RAFTIS_|OTEL_)' || true)
+
+echo "building (release)..." >&2
+cargo build --release --quiet --bin raftis
+cargo build --release --quiet --example otlp_sink
+RAFTIS=target/release/raftis
+SINK=target/release/examples/otlp_sink
+
+WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/raftis-trace-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# N distinct free ports on 127.0.0.1 (all held until every one is chosen).
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+held = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in held))
+EOF
+}
+
+# Polls "$@" until it succeeds, for at most $1 seconds.
+wait_for() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@"; do
+        if ((SECONDS >= deadline)); then return 1; fi
+        sleep 0.1
+    done
+}
+
+# Prints the RESP port of the node that says it leads, if all agree on one.
+leader_port() {
+    local port role
+    for port in "$@"; do
+        role=$(redis-cli -p "$port" INFO raft 2>/dev/null | tr -d '\r' | sed -n 's/^role://p')
+        if [[ $role == leader ]]; then echo "$port"; return 0; fi
+    done
+    return 1
+}
+
+# Stops the processes "$@" with SIGTERM, waiting up to 20 s (a node flushes
+# its queued spans on the way out), then with SIGKILL; reaps them.
+stop() {
+    kill -TERM "$@" 2>/dev/null || true
+    local deadline=$((SECONDS + 20)) pid
+    for pid in "$@"; do
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+# One run: starts a cluster in configuration $1 (and a sink unless off),
+# benchmarks SET against its leader, stops everything; sets RUN_RPS (SET
+# requests per second) and RUN_SPANS (spans the sink received, or -).
+# Not called in a subshell, so that PIDS stays visible to the exit trap.
+run_one() {
+    local config=$1 dir ports resp=() peer=() http=() i cluster="" sink_pid="" env=()
+    dir=$(mktemp -d "$WORK/run.XXXXXX")
+    read -r -a ports <<<"$(free_ports 10)"
+    for i in 0 1 2; do
+        resp[i]=${ports[i * 3]}; peer[i]=${ports[i * 3 + 1]}; http[i]=${ports[i * 3 + 2]}
+        cluster+="${cluster:+,}$((i + 1))=127.0.0.1:${peer[i]}"
+    done
+    if [[ $config != off ]]; then
+        "$SINK" "127.0.0.1:${ports[9]}" >"$dir/sink.out" 2>&1 &
+        sink_pid=$!; PIDS+=("$sink_pid")
+        wait_for 10 grep -q listening "$dir/sink.out" || { cat "$dir/sink.out" >&2; return 1; }
+        env=(RAFTIS_TELEMETRY__OTLP_ENDPOINT="http://127.0.0.1:${ports[9]}"
+             RAFTIS_TELEMETRY__SAMPLE_RATIO="$config")
+    fi
+    local nodes=()
+    for i in 0 1 2; do
+        env "${env[@]}" "$RAFTIS" --id $((i + 1)) \
+            --listen "127.0.0.1:${resp[i]}" --peer-listen "127.0.0.1:${peer[i]}" \
+            --http-listen "127.0.0.1:${http[i]}" --data-dir "$dir/node$((i + 1))" \
+            --initial-cluster "$cluster" >"$dir/node$((i + 1)).log" 2>&1 &
+        nodes+=($!); PIDS+=($!)
+    done
+    local leader
+    if ! wait_for 30 leader_port "${resp[@]}" >/dev/null; then
+        echo "trace_overhead: no leader in configuration $config; node logs:" >&2
+        tail -n 20 "$dir"/node*.log >&2
+        return 1
+    fi
+    leader=$(leader_port "${resp[@]}")
+    local csv rps
+    csv=$(redis-benchmark -p "$leader" -t set -c "$CLIENTS" -d "$DATA_SIZE" \
+        -r "$KEYSPACE" -n "$REQUESTS" -q --csv)
+    # "test","rps",...  then  "SET","12345.67",...
+    rps=$(awk -F'","' '/^"SET"/ { print $2 }' <<<"$csv")
+    [[ -n $rps ]] || { echo "trace_overhead: no SET result in: $csv" >&2; return 1; }
+    stop "${nodes[@]}"
+    RUN_SPANS=-
+    if [[ -n $sink_pid ]]; then
+        stop "$sink_pid"
+        RUN_SPANS=$(sed -n 's/^spans received: \([0-9]*\).*/\1/p' "$dir/sink.out")
+        RUN_SPANS=${RUN_SPANS:--}
+    fi
+    # Everything started in this run is reaped: no pid to kill on exit.
+    PIDS=()
+    rm -rf "$dir"
+    RUN_RPS=$rps
+}
+
+declare -A RESULTS SPANS
+for round in $(seq 1 "$ROUNDS"); do
+    for config in "${CONFIGS[@]}"; do
+        run_one "$config"
+        echo "round $round, $config: $RUN_RPS SET/s, spans exported: $RUN_SPANS" >&2
+        RESULTS[$config]+="$RUN_RPS "
+        SPANS[$config]+="$RUN_SPANS "
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+base=$(median <<<"${RESULTS[off]}")
+echo
+echo "redis-benchmark -t set -c $CLIENTS -d $DATA_SIZE -r $KEYSPACE -n $REQUESTS, leader of 3 local nodes, $ROUNDS rounds, $(nproc) CPUs"
+echo
+echo "| configuration | SET/s (median of $ROUNDS) | ratio to off | SET/s per round | spans exported per run |"
+echo "|---|---:|---:|---|---|"
+for config in "${CONFIGS[@]}"; do
+    m=$(median <<<"${RESULTS[$config]}")
+    case $config in
+        off) name="telemetry off" ;;
+        *) name="OTLP export, sample_ratio $config" ;;
+    esac
+    printf '| %s | %.0f | %.3f | %s | %s |\n' "$name" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN { print a / b }')" \
+        "$(xargs <<<"${RESULTS[$config]}" | sed 's/ /, /g')" "$(xargs <<<"${SPANS[$config]}" | sed 's/ /, /g')"
+done
