@@ -150,6 +150,8 @@ run_one() {
     RUN_RPS=$rps
 }
 
+# Other work on the machine is the main source of noise: show how much.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A RESULTS SPANS
 for round in $(seq 1 "$ROUNDS"); do
     for config in "${CONFIGS[@]}"; do
@@ -165,6 +167,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { prin
 base=$(median <<<"${RESULTS[off]}")
 echo
 echo "redis-benchmark -t set -c $CLIENTS -d $DATA_SIZE -r $KEYSPACE -n $REQUESTS, leader of 3 local nodes, $ROUNDS rounds, $(nproc) CPUs"
+echo "(load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
 echo "| configuration | SET/s (median of $ROUNDS) | ratio to off | SET/s per round | spans exported per run |"
 echo "|---|---:|---:|---|---|"

@@ -181,7 +181,7 @@ impl RaftInfo {
                 .map_err(|e| format!("INFO raft field '{key}': {e}:\n{text}"))
         };
         Ok(RaftInfo {
-            role: field("role")?.to_owned(),
+            role: field("raft_role")?.to_owned(),
             // No leader may be written as an empty value or as 0.
             leader_id: field("leader_id")?.parse().ok().filter(|id| *id != 0),
             term: number("term")?,

@@ -165,7 +165,7 @@ fn grow_from_one_to_five_and_shrink_back_to_three() {
             CHANGE_TIMEOUT,
             || {
                 let fields = raft_fields(&cluster, removed)?;
-                (fields.get("role").map(String::as_str) == Some("removed"))
+                (fields.get("raft_role").map(String::as_str) == Some("removed"))
                     .then_some(())
                     .ok_or_else(|| format!("{fields:?}"))
             },

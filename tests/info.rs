@@ -43,12 +43,11 @@ async fn info(con: &mut MultiplexedConnection, args: &[&str]) -> String {
 /// Parses INFO as redis_exporter and client libraries do: `# Name` lines
 /// open a section, empty lines separate them, every other line is
 /// `name:value` split at the first colon. Panics on any other line, or on a
-/// name repeated within a section. Returns the sections and the fields; a
-/// name in two sections (`role` in Replication and Raft) keeps the first.
+/// name repeated anywhere in the reply (exporters key fields by name alone,
+/// so `role` must mean Replication's). Returns the sections and the fields.
 fn parse(text: &str) -> (Vec<String>, BTreeMap<String, String>) {
     let mut sections: Vec<String> = Vec::new();
     let mut fields = BTreeMap::new();
-    let mut in_section = std::collections::BTreeSet::new();
     assert!(text.is_empty() || text.ends_with("\r\n"), "{text:?}");
     for line in text.split("\r\n") {
         if line.is_empty() {
@@ -56,7 +55,6 @@ fn parse(text: &str) -> (Vec<String>, BTreeMap<String, String>) {
         }
         if let Some(section) = line.strip_prefix("# ") {
             sections.push(section.to_owned());
-            in_section.clear();
             continue;
         }
         let (name, value) = line
@@ -71,13 +69,9 @@ fn parse(text: &str) -> (Vec<String>, BTreeMap<String, String>) {
         );
         assert!(!value.contains('\n') && !value.contains('\r'), "{line:?}");
         assert!(
-            in_section.insert(name.to_owned()),
-            "{name} twice in {:?}",
-            sections.last()
+            fields.insert(name.to_owned(), value.to_owned()).is_none(),
+            "{name} in two sections"
         );
-        fields
-            .entry(name.to_owned())
-            .or_insert_with(|| value.to_owned());
     }
     (sections, fields)
 }

@@ -402,3 +402,32 @@ async fn snapshots_built_and_installed_are_counted() {
     let on_lagging = scrape(addr).await;
     assert!(check_histograms(&on_lagging) >= 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_still_joining_is_neither_ready_nor_healthy_but_serves_metrics() {
+    let resp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A member that never answers: the join keeps retrying.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::node_config(1, &resp, &peer, dir.path().to_path_buf());
+    config.id = 4;
+    config.join = Some(raftis::config::HostPort::new("127.0.0.1", nobody.port()));
+    let node = raftis::node::start(config, resp, peer).await.unwrap();
+    let addr = node.http_addr();
+    for path in ["/ready", "/health"] {
+        let r = get(addr, path).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "not a member of the cluster (yet)\n"),
+            "{path}"
+        );
+    }
+    let m = scrape(addr).await;
+    assert_eq!(must(&m, "raftis_raft_has_leader", &[]), 0.0);
+    assert_eq!(must(&m, "raftis_raft_voters", &[]), 0.0);
+    node.stop().await;
+}

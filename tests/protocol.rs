@@ -347,7 +347,7 @@ async fn info_dbsize_and_time_on_one_node() {
     let raft = text(&mut con, redis::cmd("INFO").arg("raft")).await;
     assert!(raft.starts_with("# Raft\r\n"), "{raft}");
     assert_eq!(info_field(&raft, "node_id"), Some("1"));
-    assert_eq!(info_field(&raft, "role"), Some("leader"));
+    assert_eq!(info_field(&raft, "raft_role"), Some("leader"));
     assert_eq!(info_field(&raft, "leader_id"), Some("1"));
     assert_eq!(info_field(&raft, "voters"), Some("1"));
     assert_eq!(info_field(&raft, "learners"), Some(""));
@@ -403,11 +403,11 @@ async fn info_reports_roles_on_three_nodes() {
             assert!(value.parse::<u64>().is_ok(), "{field}:{value}");
         }
         if id == leader {
-            assert_eq!(info_field(raft, "role"), Some("leader"));
+            assert_eq!(info_field(raft, "raft_role"), Some("leader"));
             assert_eq!(info_field(replication, "role"), Some("master"));
             assert_eq!(info_field(replication, "connected_slaves"), Some("2"));
         } else {
-            assert_eq!(info_field(raft, "role"), Some("follower"));
+            assert_eq!(info_field(raft, "raft_role"), Some("follower"));
             assert_eq!(info_field(replication, "role"), Some("slave"));
             let port = cluster.resp_addr(leader).port().to_string();
             assert_eq!(info_field(replication, "master_port"), Some(port.as_str()));

@@ -480,11 +480,13 @@ fn info_keyspace(out: &mut String, node: &Node) {
 fn info_raft(out: &mut String, raft: Option<&RaftView>) {
     out.push_str("# Raft\r\n");
     let Some(r) = raft else {
-        field!(out, "role", "unknown");
+        field!(out, "raft_role", "unknown");
         return;
     };
     field!(out, "node_id", r.node_id);
-    field!(out, "role", r.role);
+    // Not `role`: exporters key fields by name across sections, and
+    // `# Replication` already says role:master/slave as Redis tools expect.
+    field!(out, "raft_role", r.role);
     field!(
         out,
         "leader_id",

@@ -103,12 +103,6 @@ pub struct Metrics {
     command_duration: HistogramFamily<CommandLabels>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new(0)
-    }
-}
-
 impl Metrics {
     /// The metrics of node `node_id`.
     #[must_use]

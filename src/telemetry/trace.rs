@@ -44,6 +44,9 @@ use serde::{Deserialize, Serialize};
 use super::TelemetryError;
 use crate::config::TelemetryConfig;
 
+/// Longest a stopping node waits for its last spans to be exported.
+pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most links one span carries to the other writes of its batch.
 const MAX_LINKS: usize = 16;
 
@@ -495,13 +498,17 @@ impl NodeTracer {
         recorded
     }
 
-    /// Exports what is queued and stops the exporters. Blocking work, done
-    /// off the runtime's threads.
+    /// Exports what is queued and stops the exporters, waiting at most
+    /// [`SHUTDOWN_WAIT`] (a collector that is down must not hold up the
+    /// node's stop). Blocking work, done off the runtime's threads.
     pub async fn shutdown(&self) {
         let Some(inner) = self.inner.clone() else {
             return;
         };
-        let done = tokio::task::spawn_blocking(move || inner.provider.shutdown()).await;
+        let done = tokio::task::spawn_blocking(move || {
+            inner.provider.shutdown_with_timeout(SHUTDOWN_WAIT)
+        })
+        .await;
         if let Ok(Err(e)) = done {
             tracing::warn!(error = %e, "trace exporter did not shut down cleanly");
         }

@@ -113,7 +113,7 @@ fn parse_info(text: &str) -> Result<EndpointState, String> {
     let leader = field("leader_id")?;
     Ok(EndpointState {
         id: field("node_id")?,
-        role: field("role")?,
+        role: field("raft_role")?,
         term: field("term")?,
         commit: field("commit_index")?,
         applied: field("last_applied")?,
@@ -194,7 +194,7 @@ fn render(rows: &[[String; 9]]) -> String {
 mod tests {
     use super::*;
 
-    const INFO: &str = "# Raft\r\nnode_id:2\r\nrole:follower\r\nleader_id:1\r\nterm:3\r\n\
+    const INFO: &str = "# Raft\r\nnode_id:2\r\nraft_role:follower\r\nleader_id:1\r\nterm:3\r\n\
         commit_index:40\r\nlast_applied:39\r\n\r\n# Persistence\r\nloading:0\r\ndb_size_bytes:1234567\r\n";
 
     #[test]
