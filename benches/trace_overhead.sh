@@ -77,10 +77,12 @@ wait_for() {
 
 # Prints the RESP port of the node that says it leads, if all agree on one.
 leader_port() {
-    local port role
+    local port
     for port in "$@"; do
-        role=$(redis-cli -p "$port" INFO raft 2>/dev/null | tr -d '\r' | sed -n 's/^role://p')
-        if [[ $role == leader ]]; then echo "$port"; return 0; fi
+        # The field is raft_role (role in older builds) in INFO's # Raft section.
+        if redis-cli -p "$port" INFO raft 2>/dev/null | tr -d '\r' | grep -Eqx '(raft_)?role:leader'; then
+            echo "$port"; return 0
+        fi
     done
     return 1
 }

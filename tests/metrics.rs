@@ -413,8 +413,7 @@ async fn a_node_still_joining_is_neither_ready_nor_healthy_but_serves_metrics() 
         .local_addr()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = common::node_config(1, &resp, &peer, dir.path().to_path_buf());
-    config.id = 4;
+    let mut config = common::node_config(4, &resp, &peer, dir.path().to_path_buf());
     config.join = Some(raftis::config::HostPort::new("127.0.0.1", nobody.port()));
     let node = raftis::node::start(config, resp, peer).await.unwrap();
     let addr = node.http_addr();
@@ -430,4 +429,37 @@ async fn a_node_still_joining_is_neither_ready_nor_healthy_but_serves_metrics() 
     assert_eq!(must(&m, "raftis_raft_has_leader", &[]), 0.0);
     assert_eq!(must(&m, "raftis_raft_voters", &[]), 0.0);
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_node_says_so_on_every_endpoint() {
+    let cluster = Cluster::start(3, NodeTuning::default()).await;
+    let leader = cluster.wait_for_leader().await;
+    let removed = cluster.followers(leader)[0];
+    let mut con = cluster.client(leader).await;
+    let _: () = redis::cmd("RAFT.NODE")
+        .arg("REMOVE")
+        .arg(removed)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let addr = cluster.http_addr(removed);
+    // While the change is in flight the node may first see itself out of
+    // the membership ("not a member"); once committed, it knows it was
+    // removed.
+    eventually_async(Duration::from_secs(15), || async move {
+        get(addr, "/ready").await.body == "removed from the cluster\n"
+    })
+    .await;
+    for path in ["/ready", "/health"] {
+        let r = get(addr, path).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (503, "removed from the cluster\n"),
+            "{path}"
+        );
+    }
+    let m = scrape(addr).await;
+    assert_eq!(must(&m, "raftis_raft_role", &[("role", "removed")]), 1.0);
+    assert_eq!(must(&m, "raftis_raft_running", &[]), 0.0);
 }

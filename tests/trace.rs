@@ -160,7 +160,10 @@ async fn one_set_through_a_follower_is_one_trace_across_three_nodes() {
     }
     let fsync = one(&spans, "raftis.log.fsync", leader);
     assert!(int_attr(fsync, "raftis.batch.entries").unwrap_or(0) >= 1);
-    assert!(one(&spans, "raftis.commit", leader).start_time >= one(&spans, "raftis.log.append", leader).end_time);
+    assert!(
+        one(&spans, "raftis.commit", leader).start_time
+            >= one(&spans, "raftis.log.append", leader).end_time
+    );
 
     // Replication: one AppendEntries client span per follower on the
     // leader, the matching server span on that follower, and the
@@ -233,7 +236,10 @@ async fn pipelined_writes_share_one_trace_and_batches_link_traces() {
     let batch = one(&spans, "BATCH SET", leader);
     assert_eq!(int_attr(batch, "db.operation.batch.size"), Some(5));
     assert_eq!(int_attr(batch, "raftis.command.keys"), Some(5));
-    assert!(named(&spans, "raftis.Peer/Forward").is_empty(), "sent to the leader");
+    assert!(
+        named(&spans, "raftis.Peer/Forward").is_empty(),
+        "sent to the leader"
+    );
     assert_child_of(one(&spans, "raftis.propose", leader), batch);
 
     // Many concurrent clients: writes that share an fsync or an apply

@@ -544,7 +544,7 @@ fn seed(
         data_dir.join(SNAPSHOT_DIR),
         crate::telemetry::Telemetry::untraced(id),
     )
-        .map_err(io_err("opening the snapshot directory"))?;
+    .map_err(io_err("opening the snapshot directory"))?;
     state_machine
         .seed_blocking(snapshot, start, &meta)
         .map_err(|e| match e.kind() {

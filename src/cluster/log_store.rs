@@ -225,7 +225,13 @@ fn run_flusher(db: &Database, rx: &mpsc::Receiver<Flush>, telemetry: &Telemetry)
         telemetry.metrics.observe_fsync(elapsed, entries);
         tracing::trace!(entries, ?elapsed, "log fsync");
         if waiting.iter().any(|f| !f.traced.is_empty()) {
-            record_fsync(&telemetry.tracer, &waiting, entries, started_at, result.is_ok());
+            record_fsync(
+                &telemetry.tracer,
+                &waiting,
+                entries,
+                started_at,
+                result.is_ok(),
+            );
         }
         match result {
             Ok(()) => waiting
@@ -252,7 +258,10 @@ fn record_fsync(
     ok: bool,
 ) {
     let end = SystemTime::now();
-    let traced: Vec<TracedEntry> = waiting.iter().flat_map(|f| f.traced.iter().copied()).collect();
+    let traced: Vec<TracedEntry> = waiting
+        .iter()
+        .flat_map(|f| f.traced.iter().copied())
+        .collect();
     let parents: Vec<TraceParent> = traced.iter().map(|t| t.parent).collect();
     for t in &traced {
         tracer.record(Stage {

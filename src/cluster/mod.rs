@@ -262,8 +262,8 @@ impl Cluster {
             what: "opening the store",
             source: io::Error::other(e),
         })?);
-        let mut log_store =
-            LogStore::open(&db, &opts.telemetry).map_err(ClusterError::startup("opening the raft log"))?;
+        let mut log_store = LogStore::open(&db, &opts.telemetry)
+            .map_err(ClusterError::startup("opening the raft log"))?;
         if opts.force_new_cluster {
             let forced = force_new_cluster::force_new_cluster(
                 &mut log_store,
@@ -290,7 +290,7 @@ impl Cluster {
         ));
         let state_machine =
             StateMachine::open(store.clone(), snapshot_dir.clone(), opts.telemetry.clone())
-            .map_err(ClusterError::startup("opening the snapshot directory"))?;
+                .map_err(ClusterError::startup("opening the snapshot directory"))?;
         let applied_clock = state_machine.applied_clock();
 
         let raft_config = openraft::Config {

@@ -536,7 +536,10 @@ impl RaftNetwork {
             ) else {
                 continue;
             };
-            span.set(KeyValue::new(attr::SERVER_ADDRESS, self.channel.addr.clone()));
+            span.set(KeyValue::new(
+                attr::SERVER_ADDRESS,
+                self.channel.addr.clone(),
+            ));
             span.set(KeyValue::new(attr::LOG_INDEX, as_i64(index)));
             span.set(KeyValue::new(attr::LOG_TERM, as_i64(term)));
             span.set(KeyValue::new(

@@ -31,11 +31,9 @@ use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
-use super::op::OpResult;
 use super::core::term_of;
-use super::types::{
-    Entry, LogId, Snapshot, SnapshotMeta, StampedOp, StoredMembership, TypeConfig,
-};
+use super::op::OpResult;
+use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StampedOp, StoredMembership, TypeConfig};
 use crate::storage::Store;
 use crate::telemetry::metrics::SnapshotKind;
 use crate::telemetry::trace::Stage;
@@ -674,7 +672,7 @@ mod tests {
                 dir.path().join("snapshots"),
                 Telemetry::untraced(1),
             )
-                .map_err(storage_error)?;
+            .map_err(storage_error)?;
             Ok((dir, log, sm))
         }
     }
@@ -683,7 +681,8 @@ mod tests {
         let db = fjall::Database::builder(dir.join("db")).open().unwrap();
         let store = Arc::new(Store::open(db).unwrap());
         (
-            StateMachine::open(store.clone(), dir.join("snapshots"), Telemetry::untraced(1)).unwrap(),
+            StateMachine::open(store.clone(), dir.join("snapshots"), Telemetry::untraced(1))
+                .unwrap(),
             store,
         )
     }

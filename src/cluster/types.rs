@@ -9,8 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::op::{Op, OpResult};
-use crate::telemetry::TraceParent;
 use super::state_machine::StateMachine;
+use crate::telemetry::TraceParent;
 
 /// A replicated write as it sits in the log: the operation plus the
 /// leader's wall-clock time when it proposed it. Apply uses `now_ms` instead

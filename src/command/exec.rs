@@ -25,11 +25,11 @@ use bytes::{Bytes, BytesMut};
 use super::args::Args;
 use super::table::{self, Handler, SubcommandSpec};
 use crate::cluster::Op;
-use crate::telemetry::trace::ActiveSpan;
-use opentelemetry::context::FutureExt as _;
 use crate::node::Node;
 use crate::server::state::Stats;
 use crate::server::{Executor, Reply, Session};
+use crate::telemetry::trace::ActiveSpan;
+use opentelemetry::context::FutureExt as _;
 
 /// A request resolved against the table, ready to run.
 struct Resolved {

@@ -20,7 +20,10 @@ use crate::config::{Config, LogFormat};
 /// A one-line message if `RUST_LOG` or `log.level` does not parse, or a
 /// subscriber is already installed.
 pub fn init(config: &Config) -> Result<(), String> {
-    let filter = filter(std::env::var(EnvFilter::DEFAULT_ENV).ok(), &config.log.level)?;
+    let filter = filter(
+        std::env::var(EnvFilter::DEFAULT_ENV).ok(),
+        &config.log.level,
+    )?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -322,7 +322,10 @@ impl NodeTracer {
     ///
     /// # Errors
     /// [`TelemetryError::Exporter`] when the OTLP exporter cannot be built.
-    pub fn from_config(node_id: u64, config: &TelemetryConfig) -> Result<NodeTracer, TelemetryError> {
+    pub fn from_config(
+        node_id: u64,
+        config: &TelemetryConfig,
+    ) -> Result<NodeTracer, TelemetryError> {
         if config.otlp_endpoint.is_none() && !config.stdout {
             return Ok(NodeTracer::off());
         }
@@ -379,7 +382,10 @@ impl NodeTracer {
     #[must_use]
     pub fn command(&self, name: Option<&str>, batch: usize, keys: usize) -> Option<ActiveSpan> {
         let inner = self.inner.as_deref()?;
-        let builder = inner.tracer.span_builder("command").with_kind(SpanKind::Server);
+        let builder = inner
+            .tracer
+            .span_builder("command")
+            .with_kind(SpanKind::Server);
         let span = inner.tracer.build_with_context(builder, &Context::new());
         if !span.span_context().is_sampled() {
             return None;
