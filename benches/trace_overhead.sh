@@ -77,10 +77,11 @@ wait_for() {
 
 # Prints the RESP port of the node that says it leads, if all agree on one.
 leader_port() {
-    local port
+    local port info
     for port in "$@"; do
+        info=$(redis-cli -p "$port" INFO raft 2>/dev/null | tr -d '\r') || continue
         # The field is raft_role (role in older builds) in INFO's # Raft section.
-        if redis-cli -p "$port" INFO raft 2>/dev/null | tr -d '\r' | grep -Eqx '(raft_)?role:leader'; then
+        if grep -Eqx '(raft_)?role:leader' <<<"$info"; then
             echo "$port"; return 0
         fi
     done
@@ -126,13 +127,15 @@ run_one() {
             --initial-cluster "$cluster" >"$dir/node$((i + 1)).log" 2>&1 &
         nodes+=($!); PIDS+=($!)
     done
-    local leader
-    if ! wait_for 30 leader_port "${resp[@]}" >/dev/null; then
-        echo "trace_overhead: no leader in configuration $config; node logs:" >&2
-        tail -n 20 "$dir"/node*.log >&2
-        return 1
-    fi
-    leader=$(leader_port "${resp[@]}")
+    local leader="" deadline=$((SECONDS + 30))
+    until leader=$(leader_port "${resp[@]}"); do
+        if ((SECONDS >= deadline)); then
+            echo "trace_overhead: no leader in configuration $config; node logs:" >&2
+            tail -n 20 "$dir"/node*.log >&2
+            return 1
+        fi
+        sleep 0.1
+    done
     local csv rps
     csv=$(redis-benchmark -p "$leader" -t set -c "$CLIENTS" -d "$DATA_SIZE" \
         -r "$KEYSPACE" -n "$REQUESTS" -q --csv)

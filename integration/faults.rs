@@ -295,25 +295,17 @@ fn follower_catches_up(cluster: &mut ProcessCluster, keys: usize, after_purge: b
 ///
 /// openraft purges behind a snapshot only when no replication stream uses
 /// the entries, and the stream to a dead follower pins them until it fails
-/// and resets, a moment after the last write. No INFO field shows the purged
-/// index (a `snapshot_index`/`purged_index` there would be the better
-/// signal), so this reads openraft's own log line:
-/// `purge log, last_purged: ..., purge_upto: T1-N3.199`.
+/// and resets, a moment after the last write; `INFO raft` shows the purged
+/// index.
 fn wait_for_purge(cluster: &ProcessCluster, leader: u64, past: u64) {
     eventually(
         &format!("node {leader} to purge its log past index {past}"),
         Duration::from_secs(20),
         || {
-            let log = cluster.log(leader);
-            let purged = log
-                .lines()
-                .filter(|line| line.contains("purge log,"))
-                .filter_map(|line| line.rsplit('.').next()?.trim().parse::<u64>().ok())
-                .max();
-            match purged {
-                Some(index) if index > past => Ok(()),
-                other => Err(format!("purged up to {other:?}")),
-            }
+            let purged = cluster.raft_info(leader)?.purged_index;
+            (purged > past)
+                .then_some(())
+                .ok_or(format!("purged up to {purged}"))
         },
     );
 }
