@@ -664,11 +664,27 @@ impl TelemetryConfig {
                     ),
                 ));
             }
-            if endpoint.strip_prefix("http://").is_none_or(str::is_empty) {
+            let Some(authority) = endpoint.strip_prefix("http://") else {
                 return Err(Violation::key(
                     "telemetry.otlp_endpoint",
                     format!(
                         "'{endpoint}' is not an http:// URL (leave the key out to export nothing)"
+                    ),
+                ));
+            };
+            // The port is required: without one gRPC would go to port 80,
+            // never a collector's 4317, and fail only at export time.
+            let authority = authority.strip_suffix('/').unwrap_or(authority);
+            let valid = authority.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && !host.contains(['/', ' ', '@'])
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !valid {
+                return Err(Violation::key(
+                    "telemetry.otlp_endpoint",
+                    format!(
+                        "'{endpoint}' is not http://HOST:PORT (an OTLP/gRPC collector listens on 4317)"
                     ),
                 ));
             }
@@ -1572,6 +1588,8 @@ mod tests {
                 ("RAFTIS_STORAGE__MIN_FREE_MB", "268435456", "storage.min_free_mb", "268435456 is more than 1048576 (1 TiB); the value is in MiB (0 disables the check)"),
                 ("RAFTIS_TELEMETRY__SAMPLE_RATIO", "1.5", "telemetry.sample_ratio", "1.5 is not between 0 and 1"),
                 ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "localhost:4317", "telemetry.otlp_endpoint", "'localhost:4317' is not an http:// URL (leave the key out to export nothing)"),
+                ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "http://collector", "telemetry.otlp_endpoint", "'http://collector' is not http://HOST:PORT (an OTLP/gRPC collector listens on 4317)"),
+                ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:99999", "telemetry.otlp_endpoint", "'http://127.0.0.1:99999' is not http://HOST:PORT (an OTLP/gRPC collector listens on 4317)"),
                 ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "https://collector:4317", "telemetry.otlp_endpoint", "'https://collector:4317': TLS export is not built in; send to a local collector over http://"),
                 ("RAFTIS_LOG__LEVEL", "infoo", "log.level", "'infoo' is not a level (trace, debug, info, warn, error, off) or a target=level directive"),
                 ("RAFTIS_DATA_DIR", "\"\"", "data_dir", "must not be empty"),

@@ -53,6 +53,51 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
+/// Whether every node has recorded its part of a single traced write:
+/// the root span, the leader's commit and AppendEntries to each follower,
+/// each follower's AppendEntries, and every node's append, fsync and apply.
+/// Some of these legitimately end after the client's reply (the leader's
+/// own fsync when both followers were faster, the AppendEntries to the
+/// slower follower), so a test waits for all of them.
+fn complete(spans: &[SpanData], root: &str, leader: u64, followers: &[u64]) -> bool {
+    let nodes_with =
+        |name: &str| -> BTreeSet<u64> { named(spans, name).into_iter().map(node_of).collect() };
+    let all: BTreeSet<u64> = followers.iter().copied().chain([leader]).collect();
+    let sent_to: BTreeSet<u64> = named(spans, "raftis.Peer/AppendEntries")
+        .into_iter()
+        .filter(|s| node_of(s) == leader)
+        .filter_map(|s| int_attr(s, "raftis.peer.id"))
+        .map(|id| u64::try_from(id).unwrap())
+        .collect();
+    let received: BTreeSet<u64> = named(spans, "raftis.Peer/AppendEntries")
+        .into_iter()
+        .map(node_of)
+        .filter(|n| *n != leader)
+        .collect();
+    let followers: BTreeSet<u64> = followers.iter().copied().collect();
+    !named(spans, root).is_empty()
+        && ["raftis.log.append", "raftis.log.fsync", "raftis.apply"]
+            .iter()
+            .all(|name| nodes_with(name) == all)
+        && nodes_with("raftis.commit") == BTreeSet::from([leader])
+        && sent_to == followers
+        && received == followers
+}
+
+/// The leader's proposal that went through (a proposal made while the
+/// leader could not take writes yet is retried, and carries no index).
+fn proposal(spans: &[SpanData], leader: u64) -> &SpanData {
+    let done: Vec<_> = named(spans, "raftis.propose")
+        .into_iter()
+        .filter(|s| node_of(s) == leader && int_attr(s, "raftis.log.index").is_some())
+        .collect();
+    assert_eq!(done.len(), 1, "{done:#?}");
+    for retried in named(spans, "raftis.propose") {
+        assert_eq!(retried.status, Status::Unset, "a retry is no failure");
+    }
+    done[0]
+}
+
 /// The one span named `name` on `node`.
 fn one<'a>(spans: &'a [SpanData], name: &str, node: u64) -> &'a SpanData {
     let found: Vec<_> = named(spans, name)
@@ -89,17 +134,29 @@ async fn one_set_through_a_follower_is_one_trace_across_three_nodes() {
     let followers = cluster.followers(leader);
     let (via, other) = (followers[0], followers[1]);
 
+    // A first write, once every node has recorded it, shows the leader
+    // takes writes; the write under test comes after it.
     let mut client = cluster.client(via).await;
-    let () = client.set("traced-key", "v").await.unwrap();
-
-    // Every node applies the write, the receiving follower last perhaps.
+    let () = client.set("warm-up", "v").await.unwrap();
     eventually(Duration::from_secs(10), || {
-        let spans = exporter.get_finished_spans().unwrap();
-        let applied: BTreeSet<u64> = named(&spans, "raftis.apply")
-            .into_iter()
-            .map(node_of)
-            .collect();
-        applied.len() == 3 && !named(&spans, "SET").is_empty()
+        complete(
+            &exporter.get_finished_spans().unwrap(),
+            "SET",
+            leader,
+            &followers,
+        )
+    })
+    .await;
+    exporter.reset();
+
+    let () = client.set("traced-key", "v").await.unwrap();
+    eventually(Duration::from_secs(10), || {
+        complete(
+            &exporter.get_finished_spans().unwrap(),
+            "SET",
+            leader,
+            &followers,
+        )
     })
     .await;
     let spans = exporter.get_finished_spans().unwrap();
@@ -144,7 +201,7 @@ async fn one_set_through_a_follower_is_one_trace_across_three_nodes() {
     assert!(fwd_in.parent_span_is_remote);
 
     // The proposal on the leader, with the entry's position.
-    let propose = one(&spans, "raftis.propose", leader);
+    let propose = proposal(&spans, leader);
     assert_child_of(propose, fwd_in);
     let index = int_attr(propose, "raftis.log.index").expect("log index");
     let term = int_attr(propose, "raftis.log.term").expect("log term");
@@ -219,6 +276,7 @@ async fn pipelined_writes_share_one_trace_and_batches_link_traces() {
     let exporter = InMemorySpanExporter::default();
     let cluster = traced_cluster(&exporter).await;
     let leader = cluster.wait_for_leader().await;
+    let followers = cluster.followers(leader);
 
     // A pipelined run of SETs is one log entry: one BATCH SET trace.
     let mut client = cluster.client(leader).await;
@@ -228,8 +286,12 @@ async fn pipelined_writes_share_one_trace_and_batches_link_traces() {
     }
     let () = pipe.query_async(&mut client).await.unwrap();
     eventually(Duration::from_secs(10), || {
-        let spans = exporter.get_finished_spans().unwrap();
-        named(&spans, "raftis.apply").len() == 3 && !named(&spans, "BATCH SET").is_empty()
+        complete(
+            &exporter.get_finished_spans().unwrap(),
+            "BATCH SET",
+            leader,
+            &followers,
+        )
     })
     .await;
     let spans = exporter.get_finished_spans().unwrap();
@@ -240,7 +302,7 @@ async fn pipelined_writes_share_one_trace_and_batches_link_traces() {
         named(&spans, "raftis.Peer/Forward").is_empty(),
         "sent to the leader"
     );
-    assert_child_of(one(&spans, "raftis.propose", leader), batch);
+    assert_child_of(proposal(&spans, leader), batch);
 
     // Many concurrent clients: writes that share an fsync or an apply
     // batch link to each other's traces, never to their own.
@@ -258,7 +320,10 @@ async fn pipelined_writes_share_one_trace_and_batches_link_traces() {
         t.await.unwrap();
     }
     eventually(Duration::from_secs(10), || {
-        named(&exporter.get_finished_spans().unwrap(), "raftis.apply").len() == 3 * 160
+        let spans = exporter.get_finished_spans().unwrap();
+        ["raftis.log.fsync", "raftis.apply"]
+            .iter()
+            .all(|name| named(&spans, name).len() >= 3 * 160)
     })
     .await;
     let spans = exporter.get_finished_spans().unwrap();

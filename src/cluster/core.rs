@@ -54,6 +54,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The node that proposed `log_id` (as leader).
+#[must_use]
+pub fn proposer_of(log_id: &LogId) -> u64 {
+    use openraft::vote::RaftLeaderId as _;
+    *log_id.committed_leader_id().node_id()
+}
+
 /// The term of the leader that proposed `log_id`.
 #[must_use]
 pub fn term_of(log_id: &LogId) -> u64 {
@@ -61,11 +68,7 @@ pub fn term_of(log_id: &LogId) -> u64 {
     log_id.committed_leader_id().term()
 }
 
-/// Ids, indexes and sizes as OpenTelemetry's (signed) integers.
-#[must_use]
-pub(crate) fn as_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
+pub(crate) use crate::telemetry::trace::as_i64;
 
 impl Core {
     /// This node's clock, but never behind the highest stamp applied here:
@@ -125,10 +128,12 @@ impl Core {
         };
         let (responder, outcome) = ProgressResponder::complete_only();
         let proposed = Instant::now();
-        self.raft
-            .client_write_ff(stamped, Some(responder))
-            .await
-            .map_err(|e| RemoteError::Unavailable(format!("raft stopped: {e}")))?;
+        if let Err(e) = self.raft.client_write_ff(stamped, Some(responder)).await {
+            if let Some(span) = &span {
+                span.not_done("unavailable");
+            }
+            return Err(RemoteError::Unavailable(format!("raft stopped: {e}")));
+        }
         let timeout = self.request_timeout;
         let metrics = self.telemetry.metrics.clone();
         Ok(async move {
@@ -151,7 +156,11 @@ impl Core {
                 Ok(Ok(Err(e))) => Err(RemoteError::Unknown(e.to_string())),
             };
             if let (Some(span), Err(e)) = (&span, &result) {
-                span.fail(e.kind(), &e.to_string());
+                if e.nothing_done() {
+                    span.not_done(e.kind());
+                } else {
+                    span.fail(e.kind(), &e.to_string());
+                }
             }
             result
         })

@@ -189,6 +189,9 @@ impl Cluster {
                             &[],
                         )
                     });
+                    if let Some(span) = &span {
+                        super::network::set_server_address(span, channel.addr());
+                    }
                     let sent = match &span {
                         None => channel.call(request, remaining).await,
                         Some(span) => {
@@ -199,7 +202,11 @@ impl Cluster {
                         }
                     };
                     if let (Some(span), Err(e)) = (&span, &sent) {
-                        span.fail(e.kind(), &e.to_string());
+                        if e.nothing_done() {
+                            span.not_done(e.kind());
+                        } else {
+                            span.fail(e.kind(), &e.to_string());
+                        }
                     }
                     match sent {
                         Ok(response) => {

@@ -30,7 +30,7 @@ use openraft::{EntryPayload, OptionalSend, RaftLogReader};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
-use super::core::term_of;
+use super::core::{now_ms, proposer_of, term_of};
 use super::types::{Entry, LogId, TypeConfig, Vote};
 use crate::telemetry::trace::{attr, NodeTracer, Stage};
 use crate::telemetry::{Telemetry, TraceParent};
@@ -86,7 +86,7 @@ struct TracedEntry {
     term: u64,
     /// The AppendEntries server span on a follower, the proposal on the leader.
     parent: TraceParent,
-    /// This node proposed it (no AppendEntries brought it).
+    /// This node proposed it, as leader.
     proposed_here: bool,
 }
 
@@ -221,29 +221,36 @@ fn run_flusher(db: &Database, rx: &mpsc::Receiver<Flush>, telemetry: &Telemetry)
         let started_at = SystemTime::now();
         let result = db.persist(PersistMode::SyncAll);
         let elapsed = started.elapsed();
+        let ended_at = SystemTime::now();
         let entries = waiting.iter().map(|f| f.entries).sum();
         telemetry.metrics.observe_fsync(elapsed, entries);
         tracing::trace!(entries, ?elapsed, "log fsync");
-        if waiting.iter().any(|f| !f.traced.is_empty()) {
-            record_fsync(
-                &telemetry.tracer,
-                &waiting,
-                entries,
-                started_at,
-                result.is_ok(),
-            );
-        }
+        let ok = result.is_ok();
+        // The acknowledgements first, the spans after: recording must not
+        // delay the writes waiting for this fsync.
+        let mut traced = Vec::new();
+        let mut complete = |f: Flush, outcome: io::Result<()>| {
+            traced.extend(f.traced);
+            f.callback.io_completed(outcome);
+        };
         match result {
-            Ok(()) => waiting
-                .into_iter()
-                .for_each(|f| f.callback.io_completed(Ok(()))),
+            Ok(()) => waiting.into_iter().for_each(|f| complete(f, Ok(()))),
             Err(e) => {
                 tracing::error!(error = %e, "log fsync failed; the node stops accepting writes");
                 let msg = e.to_string();
                 for f in waiting {
-                    f.callback.io_completed(Err(io::Error::other(msg.clone())));
+                    complete(f, Err(io::Error::other(msg.clone())));
                 }
             }
+        }
+        if !traced.is_empty() {
+            record_fsync(
+                &telemetry.tracer,
+                &traced,
+                entries,
+                (started_at, ended_at),
+                ok,
+            );
         }
     }
 }
@@ -252,23 +259,18 @@ fn run_flusher(db: &Database, rx: &mpsc::Receiver<Flush>, telemetry: &Telemetry)
 /// linked to the other traced writes it made durable.
 fn record_fsync(
     tracer: &NodeTracer,
-    waiting: &[Flush],
+    traced: &[TracedEntry],
     entries: usize,
-    started: SystemTime,
+    (start, end): (SystemTime, SystemTime),
     ok: bool,
 ) {
-    let end = SystemTime::now();
-    let traced: Vec<TracedEntry> = waiting
-        .iter()
-        .flat_map(|f| f.traced.iter().copied())
-        .collect();
     let parents: Vec<TraceParent> = traced.iter().map(|t| t.parent).collect();
-    for t in &traced {
+    for t in traced {
         tracer.record(Stage {
             parent: t.parent,
             name: "raftis.log.fsync",
             kind: SpanKind::Internal,
-            start: started,
+            start,
             end,
             log_id: Some((t.index, t.term)),
             batch_entries: entries,
@@ -282,22 +284,27 @@ fn record_fsync(
     }
 }
 
-/// `entry` as a traced write, with where its spans hang: under the
-/// AppendEntries that brought it (a follower), else under its proposal
-/// (the leader). `None` for writes that are not traced.
+/// `entry` as a traced write, with where its spans hang: under its
+/// proposal on the node that proposed it (the leader), else under the
+/// AppendEntries that brought it (a follower) when that request was for the
+/// same write. `None` for writes that are not traced (or too old).
 fn traced_entry(tracer: &NodeTracer, entry: &Entry) -> Option<TracedEntry> {
     let book = tracer.book()?;
     let EntryPayload::Normal(stamped) = &entry.payload else {
         return None;
     };
-    let proposal = stamped.trace?;
+    let proposal = stamped.live_trace(now_ms())?;
     let index = entry.log_id.index();
-    let received = book.take_received(index);
+    // A record left by an AppendEntries that was refused may name another
+    // write at this index: only the same trace counts.
+    let received = book
+        .take_received(index)
+        .filter(|r| r.trace_id == proposal.trace_id);
     Some(TracedEntry {
         index,
         term: term_of(&entry.log_id),
         parent: received.unwrap_or(proposal),
-        proposed_here: received.is_none(),
+        proposed_here: tracer.node_id() == Some(proposer_of(&entry.log_id)),
     })
 }
 
@@ -419,15 +426,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
         .map_err(io::Error::other)??;
         let appended = SystemTime::now();
-        for t in &traced {
+        if let Some(book) = self.inner.tracer.book() {
             // On the leader, the entry now waits for a quorum to have it
             // durable: its commit span starts here (replication reads the
             // entry from this log, so no follower has it before this).
-            if t.proposed_here {
-                if let Some(book) = self.inner.tracer.book() {
-                    book.note_appended(t.index, t.parent, appended);
-                }
+            for t in traced.iter().filter(|t| t.proposed_here) {
+                book.note_appended(t.index, t.parent, appended);
             }
+        }
+        // The fsync first, the spans after: recording must not delay it.
+        let spans = traced.clone();
+        self.inner
+            .flusher
+            .send(Flush {
+                callback,
+                entries: count,
+                traced,
+            })
+            .map_err(|_| io::Error::other("log flusher thread is gone"))?;
+        for t in &spans {
             self.inner.tracer.record(Stage {
                 parent: t.parent,
                 name: "raftis.log.append",
@@ -440,14 +457,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 attributes: Vec::new(),
             });
         }
-        self.inner
-            .flusher
-            .send(Flush {
-                callback,
-                entries: count,
-                traced,
-            })
-            .map_err(|_| io::Error::other("log flusher thread is gone"))
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

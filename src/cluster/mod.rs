@@ -55,9 +55,11 @@
 //!   checks that every member was given the same list, nor stops a node
 //!   whose data dir was wiped from initializing again (etcd's cluster id
 //!   would).
-//! - The trace context inside log entries is part of the replicated data:
-//!   a traced entry is 25 bytes longer in every node's log, and logs and
-//!   peers of earlier builds cannot read it (there is no format version).
+//! - The trace context inside log entries is part of the replicated data
+//!   (one byte per entry, 26 more when traced): a data dir or a peer of a
+//!   build from before tracing cannot be read by this one, nor the other
+//!   way round, and nothing detects it but a decoding error (there is no
+//!   format version yet).
 //! - Reads hide expired keys by this node's clock (floored as above): with
 //!   clocks far apart, a key may look expired on one node shortly before it
 //!   does on another, until the leader's deletion is applied everywhere.

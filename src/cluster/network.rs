@@ -41,7 +41,7 @@ use super::core::{as_i64, term_of};
 use super::rpc::{
     codec, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError, SNAPSHOT_CHUNK,
 };
-use super::types::{Member, Snapshot, StampedOp, TypeConfig, Vote};
+use super::types::{Member, Snapshot, TypeConfig, Vote};
 use crate::telemetry::trace::{attr, ActiveSpan, NodeTracer};
 use crate::telemetry::TraceParent;
 use openraft::EntryPayload;
@@ -69,6 +69,16 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Whether the request certainly did nothing on the callee.
+    #[must_use]
+    pub fn nothing_done(&self) -> bool {
+        match self {
+            CallError::Unreachable(..) => true,
+            CallError::Remote(_, e) => e.nothing_done(),
+            CallError::Lost(..) | CallError::Timeout(..) | CallError::Protocol(_) => false,
+        }
+    }
+
     /// A short class of the failure, for the `error.type` of trace spans.
     #[must_use]
     pub fn kind(&self) -> &'static str {
@@ -132,6 +142,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl PeerChannel {
+    /// The peer address this channel connects to.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Sends `req` and waits up to `timeout` for its response.
     ///
     /// # Errors
@@ -499,6 +515,20 @@ fn streaming_error(e: CallError) -> StreamingError<TypeConfig> {
     }
 }
 
+/// Sets `server.address` (host) and `server.port` from a `host:port` peer
+/// address, as OpenTelemetry's conventions split them.
+pub(super) fn set_server_address(span: &ActiveSpan, addr: &str) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            span.set(KeyValue::new(attr::SERVER_ADDRESS, host.to_owned()));
+            if let Ok(port) = port.parse::<u16>() {
+                span.set(KeyValue::new(attr::SERVER_PORT, i64::from(port)));
+            }
+        }
+        None => span.set(KeyValue::new(attr::SERVER_ADDRESS, addr.to_owned())),
+    }
+}
+
 impl RaftNetwork {
     /// The leader's `raftis.Peer/AppendEntries` span for each traced entry of
     /// `rpc` (ended when dropped, once the follower answered), linked to the
@@ -511,14 +541,18 @@ impl RaftNetwork {
         if !self.tracer.is_on() {
             return (Vec::new(), Vec::new());
         }
+        // Old entries (a follower catching up) no longer belong to a live
+        // trace: see `TRACE_HORIZON_MS`.
+        let now_ms = super::core::now_ms();
         let traced: Vec<(u64, u64, TraceParent)> = rpc
             .entries
             .iter()
             .filter_map(|e| match &e.payload {
-                EntryPayload::Normal(StampedOp {
-                    trace: Some(parent),
-                    ..
-                }) => Some((e.log_id.index(), term_of(&e.log_id), *parent)),
+                EntryPayload::Normal(stamped) => Some((
+                    e.log_id.index(),
+                    term_of(&e.log_id),
+                    stamped.live_trace(now_ms)?,
+                )),
                 _ => None,
             })
             .collect();
@@ -536,10 +570,7 @@ impl RaftNetwork {
             ) else {
                 continue;
             };
-            span.set(KeyValue::new(
-                attr::SERVER_ADDRESS,
-                self.channel.addr.clone(),
-            ));
+            set_server_address(&span, &self.channel.addr);
             span.set(KeyValue::new(attr::LOG_INDEX, as_i64(index)));
             span.set(KeyValue::new(attr::LOG_TERM, as_i64(term)));
             span.set(KeyValue::new(
@@ -651,16 +682,25 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let (spans, traces) = self.sent_spans(&rpc);
-        let result = match self
+        let answer = match self
             .call(PeerRequest::AppendEntries(rpc, traces), &option)
             .await
-            .map_err(rpc_error)?
         {
-            PeerResponse::AppendEntries(r) => Ok(r),
-            _ => Err(rpc_error(CallError::Protocol(self.channel.target))),
+            Ok(PeerResponse::AppendEntries(r)) => Ok(r),
+            Ok(_) => Err(CallError::Protocol(self.channel.target)),
+            Err(e) => Err(e),
         };
+        for span in &spans {
+            match &answer {
+                // The follower refused the entries (a conflict, a newer
+                // vote): openraft sends them again or steps down.
+                Ok(r) if !r.is_success() => span.not_done("refused"),
+                Ok(_) => {}
+                Err(e) => span.fail(e.kind(), &e.to_string()),
+            }
+        }
         drop(spans);
-        result
+        answer.map_err(rpc_error)
     }
 
     async fn vote(

@@ -209,6 +209,15 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// Whether the callee certainly did nothing (so the caller may retry).
+    #[must_use]
+    pub fn nothing_done(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::NotLeader { .. } | RemoteError::Unavailable(_) | RemoteError::NoSpace(_)
+        )
+    }
+
     /// A short class of the failure, for the `error.type` of trace spans.
     #[must_use]
     pub fn kind(&self) -> &'static str {

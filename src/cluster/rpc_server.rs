@@ -160,8 +160,10 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                             let body = match outcome.await {
                                 Ok(result) => PeerResponse::Forwarded(result),
                                 Err(e) => {
-                                    if let Some(span) = &span {
-                                        span.fail(e.kind(), &e.to_string());
+                                    match &span {
+                                        Some(span) if e.nothing_done() => span.not_done(e.kind()),
+                                        Some(span) => span.fail(e.kind(), &e.to_string()),
+                                        None => {}
                                     }
                                     PeerResponse::Error(e)
                                 }
@@ -172,7 +174,7 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                     }
                     Err(e) => {
                         if let Some(span) = &span {
-                            span.fail(e.kind(), &e.to_string());
+                            span.not_done(e.kind());
                         }
                         let _ = tx.send(Envelope::new(id, PeerResponse::Error(e)));
                     }

@@ -33,7 +33,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use super::core::term_of;
 use super::op::OpResult;
-use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StampedOp, StoredMembership, TypeConfig};
+use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::Store;
 use crate::telemetry::metrics::SnapshotKind;
 use crate::telemetry::trace::Stage;
@@ -63,10 +63,19 @@ pub struct StateMachine {
     telemetry: Telemetry,
 }
 
+/// A traced write in a run being applied.
+struct AppliedWrite {
+    index: u64,
+    term: u64,
+    /// Its proposal span.
+    parent: TraceParent,
+    /// When it entered this node's log, if this node proposed it.
+    appended: Option<SystemTime>,
+}
+
 /// The traced writes of a run being applied.
 struct AppliedTraces {
-    /// Index, term and proposal span of each.
-    writes: Vec<(u64, u64, TraceParent)>,
+    writes: Vec<AppliedWrite>,
     /// When apply started.
     started: SystemTime,
     /// The run's last index.
@@ -111,61 +120,64 @@ impl StateMachine {
         })
     }
 
-    /// Before a run is applied, when tracing is on: records the commit span
-    /// of each traced write this node proposed (from when it entered its
-    /// own log until now, when a quorum has it durable) and returns the
-    /// traced writes of the run, with the time apply starts.
+    /// Before a run is applied, when tracing is on: the traced writes of
+    /// the run, with the time apply starts, which is when each write this
+    /// node proposed is known committed.
     fn start_apply_traces(&self, run: &[Entry]) -> Option<AppliedTraces> {
-        let tracer = &self.telemetry.tracer;
-        let book = tracer.book()?;
-        let now = SystemTime::now();
-        let writes: Vec<(u64, u64, TraceParent)> = run
+        let book = self.telemetry.tracer.book()?;
+        let now_ms = super::core::now_ms();
+        let writes = run
             .iter()
             .filter_map(|entry| match &entry.payload {
-                EntryPayload::Normal(StampedOp {
-                    trace: Some(parent),
-                    ..
-                }) => Some((entry.log_id.index(), term_of(&entry.log_id), *parent)),
+                EntryPayload::Normal(stamped) => {
+                    let parent = stamped.live_trace(now_ms)?;
+                    let index = entry.log_id.index();
+                    Some(AppliedWrite {
+                        index,
+                        term: term_of(&entry.log_id),
+                        parent,
+                        appended: book.take_appended(index),
+                    })
+                }
                 _ => None,
             })
             .collect();
-        for &(index, term, parent) in &writes {
-            if let Some(appended) = book.take_appended(index) {
+        Some(AppliedTraces {
+            writes,
+            started: SystemTime::now(),
+            last_index: run.last().map_or(0, |e| e.log_id.index()),
+        })
+    }
+
+    /// After a run was applied and answered: for each traced write, the
+    /// commit span if this node proposed it (from when it entered this
+    /// node's log until apply started, when a quorum had it durable) and
+    /// the apply span, linked to the other traced writes of the run; then
+    /// forgets the book's records through the run.
+    fn finish_apply_traces(&self, traced: &AppliedTraces, ended: SystemTime, entries: usize) {
+        let tracer = &self.telemetry.tracer;
+        let parents: Vec<TraceParent> = traced.writes.iter().map(|w| w.parent).collect();
+        for w in &traced.writes {
+            if let Some(appended) = w.appended {
                 tracer.record(Stage {
-                    parent,
+                    parent: w.parent,
                     name: "raftis.commit",
                     kind: SpanKind::Internal,
                     start: appended,
-                    end: now,
-                    log_id: Some((index, term)),
+                    end: traced.started,
+                    log_id: Some((w.index, w.term)),
                     batch_entries: 0,
                     batch: &[],
                     attributes: Vec::new(),
                 });
             }
-        }
-        Some(AppliedTraces {
-            writes,
-            started: now,
-            last_index: run.last().map_or(0, |e| e.log_id.index()),
-        })
-    }
-
-    /// After a run was applied: the apply span of each traced write, linked
-    /// to the other traced writes of the run; forgets the book's records
-    /// through the run (nothing later happens to them here).
-    fn finish_apply_traces(&self, traced: &AppliedTraces, entries: usize) {
-        let tracer = &self.telemetry.tracer;
-        let end = SystemTime::now();
-        let parents: Vec<TraceParent> = traced.writes.iter().map(|w| w.2).collect();
-        for &(index, term, parent) in &traced.writes {
             tracer.record(Stage {
-                parent,
+                parent: w.parent,
                 name: "raftis.apply",
                 kind: SpanKind::Internal,
                 start: traced.started,
-                end,
-                log_id: Some((index, term)),
+                end: ended,
+                log_id: Some((w.index, w.term)),
                 batch_entries: entries,
                 batch: &parents,
                 attributes: Vec::new(),
@@ -584,14 +596,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries = run.len();
         let store = self.store.clone();
         let (results, clock) = blocking(move || apply_run(&store, &run)).await?;
+        let applied = SystemTime::now();
         self.clock.fetch_max(clock, Ordering::AcqRel);
-        if let Some(traced) = traced {
-            self.finish_apply_traces(&traced, entries);
-        }
         for (responder, result) in responders.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
             }
+        }
+        // After the answers: recording must not delay them.
+        if let Some(traced) = traced {
+            self.finish_apply_traces(&traced, applied, entries);
         }
         Ok(())
     }

@@ -27,6 +27,22 @@ pub struct StampedOp {
     pub trace: Option<TraceParent>,
 }
 
+/// How long after its proposal a write still gets spans. A follower that
+/// catches up on old entries (a new member, the end of a long partition)
+/// would otherwise fill traces that ended long ago, and crowd live spans
+/// out of the export queue.
+pub const TRACE_HORIZON_MS: u64 = 60_000;
+
+impl StampedOp {
+    /// The write's trace context, if it is traced and was proposed at most
+    /// [`TRACE_HORIZON_MS`] before `now_ms`.
+    #[must_use]
+    pub fn live_trace(&self, now_ms: u64) -> Option<TraceParent> {
+        self.trace
+            .filter(|_| now_ms.saturating_sub(self.now_ms) <= TRACE_HORIZON_MS)
+    }
+}
+
 impl fmt::Display for StampedOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}@{}", self.op, self.now_ms)

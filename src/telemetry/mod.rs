@@ -12,6 +12,7 @@
 //! their own tracer and metrics. When the node stops, [`Telemetry::shutdown`]
 //! flushes the spans still queued for export.
 
+pub mod export;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -41,6 +41,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, TracerProv
 use opentelemetry_sdk::Resource;
 use serde::{Deserialize, Serialize};
 
+use super::export::ReportedExporter;
 use super::TelemetryError;
 use crate::config::TelemetryConfig;
 
@@ -65,10 +66,14 @@ pub mod attr {
     pub const RPC_SERVICE: &str = "rpc.service";
     /// `Forward`, `AppendEntries`.
     pub const RPC_METHOD: &str = "rpc.method";
-    /// The callee's peer address.
+    /// The callee's host (its peer address without the port).
     pub const SERVER_ADDRESS: &str = "server.address";
     /// The error prefix of a failed command (`CLUSTERDOWN`).
     pub const ERROR_TYPE: &str = "error.type";
+    /// Why an attempt did nothing and was retried (`not_leader`).
+    pub const OUTCOME: &str = "raftis.outcome";
+    /// The callee's port.
+    pub const SERVER_PORT: &str = "server.port";
     /// The node that recorded the span.
     pub const NODE_ID: &str = "raftis.node.id";
     /// The other node of an RPC.
@@ -179,6 +184,16 @@ impl ActiveSpan {
         span.set_status(Status::error(message.to_owned()));
     }
 
+    /// Marks an attempt that did nothing and is retried (the node asked was
+    /// not the leader, or could not be reached): its reason in
+    /// `raftis.outcome`, no error status, since the write may well succeed
+    /// on the next attempt and the trace would otherwise look failed.
+    pub fn not_done(&self, kind: &str) {
+        self.cx
+            .span()
+            .set_attribute(KeyValue::new(attr::OUTCOME, kind.to_owned()));
+    }
+
     /// Ends the span now.
     pub fn end(self) {
         self.cx.span().end();
@@ -240,7 +255,7 @@ const BOOK_CAP: usize = 4096;
 impl TraceBook {
     fn put(map: &Mutex<BTreeMap<u64, BookEntry>>, index: u64, entry: BookEntry) {
         let mut map = lock(map);
-        if map.len() >= BOOK_CAP {
+        if map.len() >= BOOK_CAP && !map.contains_key(&index) {
             map.pop_first();
         }
         map.insert(index, entry);
@@ -339,10 +354,16 @@ impl NodeTracer {
                     endpoint: endpoint.clone(),
                     source,
                 })?;
-            builder = builder.with_batch_exporter(exporter);
+            builder = builder.with_batch_exporter(ReportedExporter::new(
+                exporter,
+                format!("OTLP to {endpoint}"),
+            ));
         }
         if config.stdout {
-            builder = builder.with_batch_exporter(opentelemetry_stdout::SpanExporter::default());
+            builder = builder.with_batch_exporter(ReportedExporter::new(
+                opentelemetry_stdout::SpanExporter::default(),
+                "stdout",
+            ));
         }
         Ok(NodeTracer::with_provider(node_id, builder.build()))
     }
@@ -360,6 +381,12 @@ impl NodeTracer {
                 book: TraceBook::default(),
             })),
         }
+    }
+
+    /// The node whose tracer this is; `None` when off.
+    #[must_use]
+    pub fn node_id(&self) -> Option<u64> {
+        self.inner.as_deref().map(|i| i.node_id)
     }
 
     /// Whether spans are recorded at all.
@@ -505,8 +532,8 @@ impl NodeTracer {
     }
 
     /// Exports what is queued and stops the exporters, waiting at most
-    /// [`SHUTDOWN_WAIT`] (a collector that is down must not hold up the
-    /// node's stop). Blocking work, done off the runtime's threads.
+    /// [`SHUTDOWN_WAIT`] for each (a collector that is down must not hold up
+    /// the node's stop). Blocking work, done off the runtime's threads.
     pub async fn shutdown(&self) {
         let Some(inner) = self.inner.clone() else {
             return;
@@ -517,17 +544,6 @@ impl NodeTracer {
         .await;
         if let Ok(Err(e)) = done {
             tracing::warn!(error = %e, "trace exporter did not shut down cleanly");
-        }
-    }
-
-    /// Exports every finished span now (tests).
-    ///
-    /// # Errors
-    /// What the exporter reports.
-    pub fn force_flush(&self) -> Result<(), String> {
-        match &self.inner {
-            Some(inner) => inner.provider.force_flush().map_err(|e| e.to_string()),
-            None => Ok(()),
         }
     }
 }
@@ -562,8 +578,9 @@ fn links(parent: TraceParent, batch: &[TraceParent]) -> Vec<Link> {
         .collect()
 }
 
-/// OpenTelemetry integers are signed; ids and indexes fit.
-fn as_i64(n: u64) -> i64 {
+/// Ids, indexes and sizes as OpenTelemetry's (signed) integers.
+#[must_use]
+pub fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
