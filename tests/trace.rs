@@ -84,6 +84,24 @@ fn complete(spans: &[SpanData], root: &str, leader: u64, followers: &[u64]) -> b
         && received == followers
 }
 
+/// Waits until every node has recorded its part of the traced write `root`.
+async fn await_complete(
+    exporter: &InMemorySpanExporter,
+    root: &str,
+    leader: u64,
+    followers: &[u64],
+) {
+    eventually(Duration::from_secs(10), || {
+        complete(
+            &exporter.get_finished_spans().unwrap(),
+            root,
+            leader,
+            followers,
+        )
+    })
+    .await;
+}
+
 /// The leader's proposal that went through (a proposal made while the
 /// leader could not take writes yet is retried, and carries no index).
 fn proposal(spans: &[SpanData], leader: u64) -> &SpanData {
@@ -138,27 +156,11 @@ async fn one_set_through_a_follower_is_one_trace_across_three_nodes() {
     // takes writes; the write under test comes after it.
     let mut client = cluster.client(via).await;
     let () = client.set("warm-up", "v").await.unwrap();
-    eventually(Duration::from_secs(10), || {
-        complete(
-            &exporter.get_finished_spans().unwrap(),
-            "SET",
-            leader,
-            &followers,
-        )
-    })
-    .await;
+    await_complete(&exporter, "SET", leader, &followers).await;
     exporter.reset();
 
     let () = client.set("traced-key", "v").await.unwrap();
-    eventually(Duration::from_secs(10), || {
-        complete(
-            &exporter.get_finished_spans().unwrap(),
-            "SET",
-            leader,
-            &followers,
-        )
-    })
-    .await;
+    await_complete(&exporter, "SET", leader, &followers).await;
     let spans = exporter.get_finished_spans().unwrap();
 
     // One trace: the SET on the follower is its root.
@@ -285,15 +287,7 @@ async fn pipelined_writes_share_one_trace_and_batches_link_traces() {
         pipe.set(format!("p{i}"), i).ignore();
     }
     let () = pipe.query_async(&mut client).await.unwrap();
-    eventually(Duration::from_secs(10), || {
-        complete(
-            &exporter.get_finished_spans().unwrap(),
-            "BATCH SET",
-            leader,
-            &followers,
-        )
-    })
-    .await;
+    await_complete(&exporter, "BATCH SET", leader, &followers).await;
     let spans = exporter.get_finished_spans().unwrap();
     let batch = one(&spans, "BATCH SET", leader);
     assert_eq!(int_attr(batch, "db.operation.batch.size"), Some(5));
