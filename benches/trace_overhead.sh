@@ -11,8 +11,10 @@
 #
 # Each round runs every configuration once, in turn, so that a change in the
 # machine's load hits all of them alike; the table shows each configuration's
-# median over the rounds and its ratio to "off". Every configuration starts
-# its own cluster with empty data dirs, so none inherits another's log.
+# median over the rounds and its ratio to "off", for throughput and for the
+# CPU time the nodes used per SET (which other load on a shared machine
+# disturbs far less). Every configuration starts its own cluster with empty
+# data dirs, so none inherits another's log.
 #
 # Usage: benches/trace_overhead.sh
 # Settings (environment): ROUNDS (default 3), REQUESTS per run (default
@@ -20,7 +22,7 @@
 # 100000), BENCH_DIR (temp dir parent, default $TMPDIR or /tmp).
 #
 # Needs redis-cli, redis-benchmark and python3 (to find free ports).
-set -euo pipefail
+set -Eeuo pipefail
 
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-100000}
@@ -52,6 +54,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# set -e exits without a word; say which command failed (-E: in functions too).
+trap 'echo "trace_overhead: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 # N distinct free ports on 127.0.0.1 (all held until every one is chosen).
 free_ports() {
@@ -109,7 +113,8 @@ term_of() {
 
 # One run: starts a cluster in configuration $1 (and a sink unless off),
 # benchmarks SET against its leader, stops everything; sets RUN_RPS (SET
-# requests per second) and RUN_SPANS (spans the sink received, or -).
+# requests per second), RUN_CPU (CPU microseconds the nodes used per SET,
+# startup included) and RUN_SPANS (spans the sink received, or -).
 # Not called in a subshell, so that PIDS stays visible to the exit trap.
 run_one() {
     local config=$1 dir ports resp=() peer=() http=() i cluster="" sink_pid="" env=()
@@ -122,7 +127,7 @@ run_one() {
     if [[ $config != off ]]; then
         "$SINK" "127.0.0.1:${ports[9]}" >"$dir/sink.out" 2>&1 &
         sink_pid=$!; PIDS+=("$sink_pid")
-        wait_for 10 grep -q listening "$dir/sink.out" || { cat "$dir/sink.out" >&2; return 1; }
+        wait_for 10 grep -qs listening "$dir/sink.out" || { cat "$dir/sink.out" >&2; return 1; }
         env=(RAFTIS_TELEMETRY__OTLP_ENDPOINT="http://127.0.0.1:${ports[9]}"
              RAFTIS_TELEMETRY__SAMPLE_RATIO="$config")
     fi
@@ -154,6 +159,14 @@ run_one() {
     # measures forwarding, not tracing: such a run is marked.
     RUN_MOVED=""
     if [[ $(term_of "$leader") != "$term" ]]; then RUN_MOVED="*"; fi
+    # CPU time the three nodes used (user + system, in clock ticks), from
+    # start to now: what tracing costs in work, which the machine's other
+    # load disturbs far less than it does throughput.
+    local ticks=0 pid
+    for pid in "${nodes[@]}"; do
+        ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    RUN_CPU=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$REQUESTS" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
     stop "${nodes[@]}"
     RUN_SPANS=-
     if [[ -n $sink_pid ]]; then
@@ -169,12 +182,13 @@ run_one() {
 
 # Other work on the machine is the main source of noise: show how much.
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-declare -A RESULTS SHOWN SPANS
+declare -A RESULTS SHOWN CPU SPANS
 MOVED=""
 for round in $(seq 1 "$ROUNDS"); do
     for config in "${CONFIGS[@]}"; do
         run_one "$config"
-        echo "round $round, $config: $RUN_RPS SET/s, spans exported: $RUN_SPANS${RUN_MOVED:+, election during the run}" >&2
+        echo "round $round, $config: $RUN_RPS SET/s, $RUN_CPU CPU µs/SET, spans exported: $RUN_SPANS${RUN_MOVED:+, election during the run}" >&2
+        CPU[$config]+="$RUN_CPU "
         RESULTS[$config]+="$RUN_RPS "
         SHOWN[$config]+="$RUN_RPS$RUN_MOVED "
         if [[ -n $RUN_MOVED ]]; then MOVED=1; fi
@@ -185,20 +199,23 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 base=$(median <<<"${RESULTS[off]}")
+base_cpu=$(median <<<"${CPU[off]}")
 echo
 echo "redis-benchmark -t set -c $CLIENTS -d $DATA_SIZE -r $KEYSPACE -n $REQUESTS, leader of 3 local nodes, $ROUNDS rounds, $(nproc) CPUs"
 echo "(load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
-echo "| configuration | SET/s (median of $ROUNDS) | ratio to off | SET/s per round | spans exported per run |"
-echo "|---|---:|---:|---|---|"
+echo "| configuration | SET/s (median of $ROUNDS) | ratio to off | SET/s per round | CPU µs per SET (median) | ratio to off | spans exported per run |"
+echo "|---|---:|---:|---|---:|---:|---|"
 for config in "${CONFIGS[@]}"; do
     m=$(median <<<"${RESULTS[$config]}")
     case $config in
         off) name="telemetry off" ;;
         *) name="OTLP export, sample_ratio $config" ;;
     esac
-    printf '| %s | %.0f | %.3f | %s | %s |\n' "$name" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN { print a / b }')" \
-        "$(xargs <<<"${SHOWN[$config]}" | sed 's/ /, /g')" "$(xargs <<<"${SPANS[$config]}" | sed 's/ /, /g')"
+    c=$(median <<<"${CPU[$config]}")
+    printf '| %s | %.0f | %.3f | %s | %.1f | %.3f | %s |\n' "$name" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN { print a / b }')" \
+        "$(xargs <<<"${SHOWN[$config]}" | sed 's/ /, /g')" "$c" "$(awk -v a="$c" -v b="$base_cpu" 'BEGIN { print a / b }')" \
+        "$(xargs <<<"${SPANS[$config]}" | sed 's/ /, /g')"
 done
 if [[ -n $MOVED ]]; then
     echo
