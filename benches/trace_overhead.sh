@@ -8,6 +8,9 @@
 #   off       no exporter configured: the tracer is off
 #   0.01      telemetry.sample_ratio 0.01, exported over OTLP/gRPC to the sink
 #   1.0       every write traced and exported (for reference)
+#   baseline  with BASELINE_BIN set: that binary (a build from before the
+#             telemetry code, say), no exporter: what "off" costs compared
+#             with no tracing code at all
 #
 # Each round runs every configuration once, in turn, so that a change in the
 # machine's load hits all of them alike; the table shows each configuration's
@@ -19,7 +22,14 @@
 # Usage: benches/trace_overhead.sh
 # Settings (environment): ROUNDS (default 3), REQUESTS per run (default
 # 100000), CLIENTS (default 50), DATA_SIZE (default 64), KEYSPACE (default
-# 100000), BENCH_DIR (temp dir parent, default $TMPDIR or /tmp).
+# 100000), BENCH_DIR (temp dir parent, default $TMPDIR or /tmp),
+# BASELINE_BIN (a raftis binary to compare "off" with; it must take the
+# same flags), CONFIGS (the configurations to run, default
+# "off 0.01 1.0", plus "baseline" with BASELINE_BIN). For example, for the
+# commit before the telemetry work:
+#   git worktree add /tmp/raftis-base 5fed72e &&
+#   (cd /tmp/raftis-base && cargo build --release --bin raftis) &&
+#   BASELINE_BIN=/tmp/raftis-base/target/release/raftis benches/trace_overhead.sh
 #
 # Needs redis-cli, redis-benchmark and python3 (to find free ports).
 set -Eeuo pipefail
@@ -29,7 +39,13 @@ REQUESTS=${REQUESTS:-100000}
 CLIENTS=${CLIENTS:-50}
 DATA_SIZE=${DATA_SIZE:-64}
 KEYSPACE=${KEYSPACE:-100000}
-CONFIGS=(off 0.01 1.0)
+# CONFIGS (space-separated, e.g. "off baseline") runs a subset; "off"
+# must be among them (the ratios are to it).
+read -r -a CONFIGS <<<"${CONFIGS:-off 0.01 1.0${BASELINE_BIN:+ baseline}}"
+if [[ " ${CONFIGS[*]} " == *" baseline "* ]]; then
+    [[ -x ${BASELINE_BIN:-} ]] || { echo "trace_overhead: configuration baseline needs BASELINE_BIN, an executable" >&2; exit 1; }
+fi
+[[ " ${CONFIGS[*]} " == *" off "* ]] || { echo "trace_overhead: CONFIGS must include off" >&2; exit 1; }
 
 cd "$(dirname "$0")/.."
 for tool in redis-cli redis-benchmark python3; do
@@ -124,16 +140,17 @@ run_one() {
         resp[i]=${ports[i * 3]}; peer[i]=${ports[i * 3 + 1]}; http[i]=${ports[i * 3 + 2]}
         cluster+="${cluster:+,}$((i + 1))=127.0.0.1:${peer[i]}"
     done
-    if [[ $config != off ]]; then
+    if [[ $config != off && $config != baseline ]]; then
         "$SINK" "127.0.0.1:${ports[9]}" >"$dir/sink.out" 2>&1 &
         sink_pid=$!; PIDS+=("$sink_pid")
         wait_for 10 grep -qs listening "$dir/sink.out" || { cat "$dir/sink.out" >&2; return 1; }
         env=(RAFTIS_TELEMETRY__OTLP_ENDPOINT="http://127.0.0.1:${ports[9]}"
              RAFTIS_TELEMETRY__SAMPLE_RATIO="$config")
     fi
-    local nodes=()
+    local nodes=() bin=$RAFTIS
+    if [[ $config == baseline ]]; then bin=$BASELINE_BIN; fi
     for i in 0 1 2; do
-        env "${env[@]}" "$RAFTIS" --id $((i + 1)) \
+        env "${env[@]}" "$bin" --id $((i + 1)) \
             --listen "127.0.0.1:${resp[i]}" --peer-listen "127.0.0.1:${peer[i]}" \
             --http-listen "127.0.0.1:${http[i]}" --data-dir "$dir/node$((i + 1))" \
             --initial-cluster "$cluster" >"$dir/node$((i + 1)).log" 2>&1 &
@@ -210,6 +227,7 @@ for config in "${CONFIGS[@]}"; do
     m=$(median <<<"${RESULTS[$config]}")
     case $config in
         off) name="telemetry off" ;;
+        baseline) name="baseline build (BASELINE_BIN), no exporter" ;;
         *) name="OTLP export, sample_ratio $config" ;;
     esac
     c=$(median <<<"${CPU[$config]}")
