@@ -24,8 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::core::as_i64;
-use super::core::{now_ms, Core};
+use super::core::{as_i64, now_ms, Core};
 use super::rpc::{codec, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError};
 use crate::telemetry::trace::{attr, ActiveSpan};
 use opentelemetry::context::FutureExt as _;
