@@ -291,15 +291,27 @@ fn info_persistence(out: &mut String, node: &Node, session: &Session) {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     out.push_str("# Persistence\r\n");
+    let p = node.cluster.persistence();
     field!(out, "loading", 0);
     field!(out, "async_loading", 0);
-    field!(out, "rdb_changes_since_last_save", 0);
+    // The Raft snapshot is raftis's RDB: what it does not cover yet is the
+    // log behind it, and it was last saved when the snapshot was built (the
+    // start of this process when there is none yet).
+    field!(
+        out,
+        "rdb_changes_since_last_save",
+        p.log_last_index.saturating_sub(p.last_snapshot_index)
+    );
     field!(out, "rdb_bgsave_in_progress", 0);
-    field!(out, "rdb_last_save_time", started);
+    let last_save = if p.last_snapshot_time > 0 {
+        p.last_snapshot_time
+    } else {
+        started
+    };
+    field!(out, "rdb_last_save_time", last_save);
     field!(out, "rdb_last_bgsave_status", "ok");
     field!(out, "aof_enabled", 1);
     field!(out, "aof_rewrite_in_progress", 0);
-    let p = node.cluster.persistence();
     // Redis reports a failing disk as aof_last_write_status:err.
     let write_status = if p.disk_low { "err" } else { "ok" };
     field!(out, "aof_last_write_status", write_status);
