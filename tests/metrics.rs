@@ -160,6 +160,15 @@ async fn metrics_of_a_three_node_cluster_parse_and_add_up() {
         .query_async(&mut via_follower)
         .await;
     assert!(refused.is_err());
+    // A write its own parser refuses is a failed call too, as in INFO.
+    let unparsed: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("f0")
+        .arg("v")
+        .arg("EX")
+        .arg("soon")
+        .query_async(&mut via_follower)
+        .await;
+    assert!(unparsed.is_err());
 
     // A write is acknowledged once a majority has it: let the third node
     // catch up before reading every node's indexes.
@@ -237,12 +246,20 @@ async fn metrics_of_a_three_node_cluster_parse_and_add_up() {
         10.0
     );
     assert_eq!(
+        must(
+            &on_follower,
+            "raftis_commands_total",
+            &[("command", "set"), ("result", "error")]
+        ),
+        1.0
+    );
+    assert_eq!(
         histogram_count(
             &on_follower,
             "raftis_command_duration_seconds",
             &[("command", "set")]
         ),
-        10.0
+        11.0
     );
     assert_eq!(
         must(
@@ -267,7 +284,7 @@ async fn metrics_of_a_three_node_cluster_parse_and_add_up() {
             "raftis_error_replies_total",
             &[("prefix", "ERR")]
         ),
-        1.0
+        2.0
     );
     assert_eq!(must(&on_follower, "raftis_client_connections", &[]), 1.0);
     assert!(

@@ -41,7 +41,7 @@ struct Resolved {
 /// Runs one command for `session` on `node`.
 pub async fn execute(node: &Node, session: &mut Session, argv: Vec<Bytes>) -> Reply {
     let mut barrier_done = false;
-    match prepare(session, argv) {
+    match prepare(node, session, argv) {
         Prepared::Ready(reply) => reply,
         Prepared::Write(name, op) => {
             let started = Instant::now();
@@ -67,7 +67,7 @@ pub async fn execute_batch(
     // that sit between them, kept in request order.
     let mut pending: Vec<Prepared> = Vec::new();
     for argv in requests.drain(..) {
-        let prepared = prepare(session, argv);
+        let prepared = prepare(node, session, argv);
         match prepared {
             Prepared::Write(..) => pending.push(prepared),
             Prepared::Ready(reply) if !pending.is_empty() => pending.push(Prepared::Ready(reply)),
@@ -108,7 +108,8 @@ enum Prepared {
 }
 
 /// Resolves, checks and (for writes) parses one request.
-fn prepare(session: &mut Session, argv: Vec<Bytes>) -> Prepared {
+fn prepare(node: &Node, session: &mut Session, argv: Vec<Bytes>) -> Prepared {
+    let started = Instant::now();
     let stats = &session.server.stats;
     let resolved = match resolve(&argv) {
         Ok(r) => r,
@@ -128,13 +129,9 @@ fn prepare(session: &mut Session, argv: Vec<Bytes>) -> Prepared {
         return match parse(&mut args) {
             Ok(op) => Prepared::Write(resolved.name, op),
             Err(reply) => {
-                // A parse error is the command's own reply, as in Redis.
-                if let Some(c) = stats.command(resolved.name) {
-                    c.calls.fetch_add(1, Ordering::Relaxed);
-                    c.failed_calls.fetch_add(1, Ordering::Relaxed);
-                }
-                stats.commands_processed.fetch_add(1, Ordering::Relaxed);
-                count_error(stats, &reply);
+                // A parse error is the command's own reply, as in Redis: a
+                // call that failed, counted like any other.
+                record(node, session, resolved.name, started, &reply);
                 Prepared::Ready(reply)
             }
         };
