@@ -9,6 +9,10 @@
 //! Raft, so a probe during a stop reads "shutting down"), and a dropped
 //! [`HttpServer`] aborts it, so it never keeps a stopped node alive.
 //!
+//! Connections are bounded in number and in idle time
+//! ([`super::http_listener`]), so that clients of the HTTP port cannot hold
+//! the descriptors the node needs for its RESP clients and peers.
+//!
 //! `/ready` says whether this node serves clients at all: it is started, a
 //! member, Raft runs, it was not removed and is not stopping. `/health` asks
 //! more, as etcd's `/health` does: that this node sees a leader and has
@@ -34,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::http_listener::BoundedListener;
 use super::metrics::{Format, LiveState};
 use crate::cluster::RaftStatus;
 use crate::node::Node;
@@ -74,7 +79,7 @@ impl HttpServer {
         let app = router(Arc::new(Endpoints { node, front }));
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
+            let served = axum::serve(BoundedListener::new(listener), app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })

@@ -14,6 +14,7 @@
 
 pub mod export;
 pub mod http;
+pub mod http_listener;
 pub mod logging;
 pub mod metrics;
 pub mod trace;
