@@ -225,6 +225,33 @@ pub struct RaftStatus {
     pub nodes: Vec<membership::NodeInfo>,
 }
 
+#[cfg(test)]
+impl RaftStatus {
+    /// A follower of a healthy three-voter cluster led by node 2, applied
+    /// through what it knows committed (unit tests of status readers).
+    pub(crate) fn sample() -> RaftStatus {
+        RaftStatus {
+            node_id: 1,
+            role: "follower",
+            leader_id: Some(2),
+            term: 3,
+            commit_index: 10,
+            last_applied: 10,
+            last_log_index: 10,
+            voters: vec![1, 2, 3],
+            learners: Vec::new(),
+            members: Vec::new(),
+            snapshot_index: 0,
+            purged_index: 0,
+            quorum: 2,
+            failure_tolerance: 1,
+            voters_even: false,
+            removed: false,
+            nodes: Vec::new(),
+        }
+    }
+}
+
 /// This node's handle on the Raft group.
 pub struct Cluster {
     core: Arc<Core>,

@@ -266,25 +266,7 @@ mod tests {
     use super::*;
 
     fn status() -> RaftStatus {
-        RaftStatus {
-            node_id: 1,
-            role: "follower",
-            leader_id: Some(2),
-            term: 3,
-            commit_index: 10,
-            last_applied: 10,
-            last_log_index: 10,
-            voters: vec![1, 2, 3],
-            learners: Vec::new(),
-            members: Vec::new(),
-            snapshot_index: 0,
-            purged_index: 0,
-            quorum: 2,
-            failure_tolerance: 1,
-            voters_even: false,
-            removed: false,
-            nodes: Vec::new(),
-        }
+        RaftStatus::sample()
     }
 
     #[test]
