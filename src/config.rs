@@ -191,6 +191,9 @@ pub struct LimitsConfig {
 pub struct StorageConfig {
     /// Block cache size in MiB.
     pub cache_size_mb: u64,
+    /// Largest memtable of each fjall keyspace, in MiB, before it is
+    /// flushed to disk.
+    pub memtable_size_mb: u64,
     /// Free space, in MiB, below which this node refuses writes (and
     /// below half of which it stops taking new log entries); 0 disables
     /// the check.
@@ -286,7 +289,8 @@ impl Default for LimitsConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
-            cache_size_mb: 64,
+            cache_size_mb: 32,
+            memtable_size_mb: 8,
             min_free_mb: 256,
         }
     }
@@ -493,6 +497,21 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.storage.memtable_size_mb == 0 {
+            return Err(Violation::key(
+                "storage.memtable_size_mb",
+                "must be at least 1",
+            ));
+        }
+        if self.storage.memtable_size_mb > MAX_MEMTABLE_SIZE_MB {
+            return Err(Violation::key(
+                "storage.memtable_size_mb",
+                format!(
+                    "{} is more than {MAX_MEMTABLE_SIZE_MB} (1 GiB); the value is in MiB",
+                    self.storage.memtable_size_mb
+                ),
+            ));
+        }
         if self.storage.min_free_mb > MAX_MIN_FREE_MB {
             return Err(Violation::key(
                 "storage.min_free_mb",
@@ -635,10 +654,22 @@ impl LimitsConfig {
 /// likely a size given in bytes, which would refuse every write.
 const MAX_MIN_FREE_MB: u64 = 1024 * 1024;
 
+/// Largest `storage.memtable_size_mb` accepted (1 GiB): every keyspace may
+/// hold that much in memory, and the journal replays it on restart.
+const MAX_MEMTABLE_SIZE_MB: u64 = 1024;
+
 impl StorageConfig {
     /// Block cache size in bytes.
     pub fn cache_size_bytes(&self) -> u64 {
         self.cache_size_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// The storage engine's memory settings, in bytes.
+    pub fn engine(&self) -> crate::storage::EngineOptions {
+        crate::storage::EngineOptions {
+            cache_size_bytes: self.cache_size_bytes(),
+            memtable_size_bytes: self.memtable_size_mb.saturating_mul(1024 * 1024),
+        }
     }
 
     /// `min_free_mb` in bytes; 0 when the free-space check is disabled.
@@ -1585,6 +1616,8 @@ mod tests {
                 ("RAFTIS_LIMITS__CLIENT_QUERY_BUFFER_LIMIT", "0", "limits.client_query_buffer_limit", "must be at least 1"),
                 ("RAFTIS_LIMITS__PROTO_MAX_BULK_LEN", "2000000000", "limits.proto_max_bulk_len", "must not exceed limits.client_query_buffer_limit (1073741824)"),
                 ("RAFTIS_STORAGE__CACHE_SIZE_MB", "0", "storage.cache_size_mb", "must be at least 1"),
+                ("RAFTIS_STORAGE__MEMTABLE_SIZE_MB", "0", "storage.memtable_size_mb", "must be at least 1"),
+                ("RAFTIS_STORAGE__MEMTABLE_SIZE_MB", "1025", "storage.memtable_size_mb", "1025 is more than 1024 (1 GiB); the value is in MiB"),
                 ("RAFTIS_STORAGE__MIN_FREE_MB", "268435456", "storage.min_free_mb", "268435456 is more than 1048576 (1 TiB); the value is in MiB (0 disables the check)"),
                 ("RAFTIS_TELEMETRY__SAMPLE_RATIO", "1.5", "telemetry.sample_ratio", "1.5 is not between 0 and 1"),
                 ("RAFTIS_TELEMETRY__OTLP_ENDPOINT", "localhost:4317", "telemetry.otlp_endpoint", "'localhost:4317' is not an http:// URL (leave the key out to export nothing)"),
@@ -1608,6 +1641,30 @@ mod tests {
             clear_env(jail);
             jail.set_env("RAFTIS_LOG__LEVEL", "debug,openraft=warn");
             assert_eq!(load(&["raftis"])?.log.level, "debug,openraft=warn");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn memtable_size_mb_defaults_to_8_and_reaches_the_engine_in_bytes() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            let config = load(&["raftis"])?;
+            assert_eq!(config.storage.memtable_size_mb, 8);
+            assert_eq!(config.storage.engine().memtable_size_bytes, 8 * 1024 * 1024);
+            assert_eq!(config.storage.engine().cache_size_bytes, 32 * 1024 * 1024);
+            jail.create_file(
+                "m.toml",
+                "[storage]\nmemtable_size_mb = 1024\ncache_size_mb = 16\n",
+            )?;
+            let config = load(&["raftis", "--config", "m.toml"])?;
+            assert_eq!(
+                config.storage.engine(),
+                crate::storage::EngineOptions {
+                    cache_size_bytes: 16 * 1024 * 1024,
+                    memtable_size_bytes: 1024 * 1024 * 1024,
+                }
+            );
             Ok(())
         });
     }

@@ -247,9 +247,34 @@ async fn lifecycle(
         tracing::warn!("stopping before every entry in this node's log was applied");
     }
     node.cluster.shutdown().await;
+    flush_storage(&node).await;
     // After Raft: until then, probes read "shutting down".
     http.stop().await;
     node.telemetry.shutdown().await;
+}
+
+/// How long a stopping node waits for its memtables to reach disk.
+const FLUSH_BOUND: Duration = Duration::from_secs(10);
+
+/// Once Raft has stopped writing: flushes the storage engine's memtables,
+/// so that the next start reads nothing back from the journal and is ready
+/// at once. What is not flushed in time stays in the journal (the next
+/// start replays it), so this only costs restart time when it fails.
+async fn flush_storage(node: &Node) {
+    let store = node.store.clone();
+    let deadline = Instant::now() + FLUSH_BOUND;
+    let flushed = tokio::task::spawn_blocking(move || store.flush_memtables(deadline)).await;
+    match flushed {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => tracing::warn!(
+            bound = ?FLUSH_BOUND,
+            "storage not flushed in time; the next start replays the rest of its journal"
+        ),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "could not flush storage; the next start replays its journal")
+        }
+        Err(error) => tracing::warn!(%error, "storage flush task failed"),
+    }
 }
 
 /// Waits until every connection has finished its batch and closed, except
@@ -302,7 +327,7 @@ fn cluster_options(
         },
         request_timeout: config.request_timeout(),
         raft: config.raft.clone(),
-        cache_size_bytes: config.storage.cache_size_bytes(),
+        engine: config.storage.engine(),
         min_free_bytes: config.storage.min_free_bytes(),
         join: config.join.is_some(),
         force_new_cluster: config.force_new_cluster,

@@ -531,11 +531,15 @@ fn seed(
         last_membership: StoredMembership::new(Some(last), membership),
     };
 
-    let db = fjall::Database::builder(data_dir.join(DB_DIR))
-        .open()
+    // The node started on this data dir later opens it with its own
+    // [storage] settings; keyspaces created here get the defaults.
+    let engine = crate::storage::EngineOptions::default();
+    let db = engine
+        .open_database(&data_dir.join(DB_DIR))
         .map_err(|e| io_err("opening the database")(io::Error::other(e)))?;
     let store = Arc::new(
-        Store::open(db.clone()).map_err(|e| io_err("opening the store")(io::Error::other(e)))?,
+        Store::open(db.clone(), &engine)
+            .map_err(|e| io_err("opening the store")(io::Error::other(e)))?,
     );
     LogStore::seed_restored(&db, &last, &Vote::new(last.leader_id.term, id))
         .map_err(io_err("seeding the raft log"))?;

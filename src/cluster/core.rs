@@ -36,7 +36,7 @@ pub struct Core {
     pub request_timeout: Duration,
     /// The highest leader stamp applied here (see `StateMachine::applied_clock`).
     pub applied_clock: Arc<AtomicU64>,
-    /// Follower read-index rounds.
+    /// Read-index rounds (`read.rs`).
     pub read_batch: super::read::ReadIndexBatch,
     /// Free disk space: refuses writes when low (`disk_guard.rs`).
     pub disk: Arc<super::disk_guard::DiskGuard>,

@@ -20,18 +20,22 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, PersistMode};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
 use super::core::{now_ms, proposer_of, term_of};
+use super::journal_sync::JournalSync;
+use super::log_tail::LogTail;
 use super::types::{Entry, LogId, TypeConfig, Vote};
+use crate::storage::EngineOptions;
 use crate::telemetry::trace::{attr, NodeTracer, Stage};
 use crate::telemetry::{Telemetry, TraceParent};
 
@@ -44,12 +48,15 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"purged";
 
 /// Opens (or creates) the log and meta keyspaces in `db`.
-fn open_keyspaces(db: &Database) -> Result<(Keyspace, Keyspace), io::Error> {
+fn open_keyspaces(
+    db: &Database,
+    engine: &EngineOptions,
+) -> Result<(Keyspace, Keyspace), io::Error> {
     let log = db
-        .keyspace(LOG_KEYSPACE, KeyspaceCreateOptions::default)
+        .keyspace(LOG_KEYSPACE, || engine.keyspace())
         .map_err(io::Error::other)?;
     let meta = db
-        .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+        .keyspace(META_KEYSPACE, || engine.keyspace())
         .map_err(io::Error::other)?;
     Ok((log, meta))
 }
@@ -67,6 +74,8 @@ struct Inner {
     meta: Keyspace,
     flusher: mpsc::Sender<Flush>,
     tracer: NodeTracer,
+    /// The newest entries, decoded: what replication and apply read.
+    tail: Mutex<LogTail>,
 }
 
 /// One append waiting for the group fsync.
@@ -91,20 +100,28 @@ struct TracedEntry {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log keyspaces in `db` and starts the flusher
-    /// thread, which records fsync latency in `telemetry`'s metrics and the
-    /// log spans of traced writes.
+    /// Opens (or creates, with `engine`'s memtable size) the log keyspaces
+    /// in `db` and starts the flusher thread, which fsyncs the journal of the
+    /// database in `db_dir` (`db`'s directory) for each group of appends and
+    /// records fsync latency in `telemetry`'s metrics and the log spans of
+    /// traced writes.
     ///
     /// # Errors
     /// Any fjall error opening the keyspaces, or failure to start the thread.
-    pub fn open(db: &Database, telemetry: &Telemetry) -> Result<Self, io::Error> {
-        let (log, meta) = open_keyspaces(db)?;
+    pub fn open(
+        db: &Database,
+        db_dir: &Path,
+        engine: &EngineOptions,
+        telemetry: &Telemetry,
+    ) -> Result<Self, io::Error> {
+        let (log, meta) = open_keyspaces(db, engine)?;
         let (tx, rx) = mpsc::channel();
         let flush_db = db.clone();
         let flush_telemetry = telemetry.clone();
+        let journal = JournalSync::new(db_dir);
         std::thread::Builder::new()
             .name("raftis-log-fsync".into())
-            .spawn(move || run_flusher(&flush_db, &rx, &flush_telemetry))?;
+            .spawn(move || run_flusher(&flush_db, journal, &rx, &flush_telemetry))?;
         Ok(LogStore {
             inner: Arc::new(Inner {
                 db: db.clone(),
@@ -112,6 +129,7 @@ impl LogStore {
                 meta,
                 flusher: tx,
                 tracer: telemetry.tracer.clone(),
+                tail: Mutex::new(LogTail::default()),
             }),
         })
     }
@@ -139,7 +157,8 @@ impl LogStore {
     /// # Errors
     /// A log that is not empty (`AlreadyExists`), or any fjall error.
     pub(crate) fn seed_restored(db: &Database, last: &LogId, vote: &Vote) -> Result<(), io::Error> {
-        let (log, meta) = open_keyspaces(db)?;
+        // A restored data dir starts with the default memtable size.
+        let (log, meta) = open_keyspaces(db, &EngineOptions::default())?;
         let taken = |key: &[u8]| meta.get(key).map(|v| v.is_some()).map_err(io::Error::other);
         if log.first_key_value().is_some() || taken(KEY_PURGED)? || taken(KEY_VOTE)? {
             return Err(io::Error::new(
@@ -203,6 +222,29 @@ impl LogStore {
         batch.commit().map_err(io::Error::other)
     }
 
+    /// Removes the entries at `indexes`, in one batch. Unlike
+    /// [`Self::remove_range`] it reads nothing: a purge knows which indexes
+    /// it drops, and scanning the log's memtable for them costs far more
+    /// than the deletions.
+    fn remove_indexes(&self, indexes: std::ops::RangeInclusive<u64>) -> Result<(), io::Error> {
+        let mut batch = self.inner.db.batch();
+        for index in indexes {
+            batch.remove(&self.inner.log, index_key(index));
+        }
+        batch.commit().map_err(io::Error::other)
+    }
+
+    /// The decoded tail of the log.
+    fn tail(&self) -> std::sync::MutexGuard<'_, LogTail> {
+        // A panic while holding the lock leaves a consistent tail (every
+        // method finishes its bookkeeping before it can panic, and none
+        // does), so a poisoned lock is still usable.
+        self.inner
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Fsyncs everything written so far. Blocking.
     fn sync(&self) -> Result<(), io::Error> {
         self.inner
@@ -213,13 +255,20 @@ impl LogStore {
 }
 
 /// The flusher thread: one fsync per group of waiting appends.
-fn run_flusher(db: &Database, rx: &mpsc::Receiver<Flush>, telemetry: &Telemetry) {
+fn run_flusher(
+    db: &Database,
+    mut journal: JournalSync,
+    rx: &mpsc::Receiver<Flush>,
+    telemetry: &Telemetry,
+) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         let started = Instant::now();
         let started_at = SystemTime::now();
-        let result = db.persist(PersistMode::SyncAll);
+        // Writes go on while the fsync runs (see journal_sync.rs); the next
+        // group is whatever arrived meanwhile.
+        let result = journal.sync(db);
         let elapsed = started.elapsed();
         let ended_at = SystemTime::now();
         let entries = waiting.iter().map(|f| f.entries).sum();
@@ -333,6 +382,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
+        if let Some(entries) = self.tail().get(&range) {
+            return Ok(entries);
+        }
         let keys = (
             to_key_bound(range.start_bound()),
             to_key_bound(range.end_bound()),
@@ -403,28 +455,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let started = SystemTime::now();
-        let mut encoded = Vec::new();
+        let mut batch = self.inner.db.batch();
+        let mut appended_entries = Vec::new();
         let mut traced = Vec::new();
         for entry in entries {
             let value = postcard::to_allocvec(&entry).map_err(invalid_data)?;
-            encoded.push((index_key(entry.log_id.index), value));
             traced.extend(traced_entry(&self.inner.tracer, &entry));
+            let size = value.len();
+            batch.insert(&self.inner.log, index_key(entry.log_id.index), value);
+            appended_entries.push((entry, size));
         }
-        let count = encoded.len();
-        // fjall holds its journal lock while the flusher fsyncs, so a write
-        // may block for as long as an fsync: do it off the async runtime's
-        // threads. It still completes before `append` returns, as openraft
-        // requires (appended entries must be readable at once).
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut batch = store.inner.db.batch();
-            for (key, value) in encoded {
-                batch.insert(&store.inner.log, key, value);
+        let count = appended_entries.len();
+        // Written on the caller's task: the fsync runs without fjall's journal
+        // lock (see journal_sync.rs), so this write only copies the entries
+        // into the memtable and the journal buffer. It completes before
+        // `append` returns, as openraft requires (appended entries must be
+        // readable at once).
+        batch.commit().map_err(io::Error::other)?;
+        {
+            let mut tail = self.tail();
+            for (entry, size) in appended_entries {
+                tail.push(entry, size);
             }
-            batch.commit().map_err(io::Error::other)
-        })
-        .await
-        .map_err(io::Error::other)??;
+        }
         let appended = SystemTime::now();
         if let Some(book) = self.inner.tracer.book() {
             // On the leader, the entry now waits for a quorum to have it
@@ -462,6 +515,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
+        self.tail().truncate_from(from);
         // Truncation needs no fsync: a resurrected conflicting suffix after a
         // crash is truncated again when the leader's entries arrive.
         self.remove_range((Bound::Included(index_key(from)), Bound::Unbounded))
@@ -473,11 +527,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // could rebuild it is gone; the one after makes the deletion itself
         // durable, so a restart never finds a purged id above the last entry
         // (which openraft refuses as an inverted log).
+        // Entries a crash left behind a recorded purge (between the record
+        // and the deletion) stay on disk unread: below the purged id nothing
+        // is ever asked for.
+        let from = match self.get_meta::<LogId>(KEY_PURGED)? {
+            Some(purged) => purged.index + 1,
+            None => self.index_bounds()?.0.unwrap_or(log_id.index + 1),
+        };
         self.put_meta(KEY_PURGED, &log_id)?;
+        self.tail().purge_through(log_id.index);
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             store.sync()?;
-            store.remove_range(..=index_key(log_id.index))?;
+            store.remove_indexes(from..=log_id.index)?;
             store.sync()
         })
         .await

@@ -69,7 +69,9 @@ pub mod core;
 pub mod disk_guard;
 pub mod force_new_cluster;
 pub mod forward;
+pub mod journal_sync;
 pub mod log_store;
+pub mod log_tail;
 pub mod membership;
 pub mod network;
 pub mod op;
@@ -171,8 +173,8 @@ pub struct ClusterOptions {
     pub request_timeout: Duration,
     /// Heartbeat, election and snapshot settings (`[raft]` in the config).
     pub raft: RaftConfig,
-    /// fjall block cache size, bytes.
-    pub cache_size_bytes: u64,
+    /// fjall's block cache and memtable sizes (`[storage]` in the config).
+    pub engine: crate::storage::EngineOptions,
     /// Free bytes below which this node refuses writes (`storage.min_free_mb`); 0: never.
     pub min_free_bytes: u64,
     /// Start without initializing a cluster: this node joins an existing
@@ -280,18 +282,21 @@ impl Cluster {
         let db_dir = opts.data_dir.join("db");
         std::fs::create_dir_all(&db_dir)
             .map_err(ClusterError::startup("creating the data directory"))?;
-        let db = fjall::Database::builder(&db_dir)
-            .cache_size(opts.cache_size_bytes)
-            .open()
+        let db = opts
+            .engine
+            .open_database(&db_dir)
             .map_err(|e| ClusterError::Startup {
                 what: "opening the database",
                 source: io::Error::other(e),
             })?;
-        let store = Arc::new(Store::open(db.clone()).map_err(|e| ClusterError::Startup {
-            what: "opening the store",
-            source: io::Error::other(e),
-        })?);
-        let mut log_store = LogStore::open(&db, &opts.telemetry)
+        let store =
+            Arc::new(
+                Store::open(db.clone(), &opts.engine).map_err(|e| ClusterError::Startup {
+                    what: "opening the store",
+                    source: io::Error::other(e),
+                })?,
+            );
+        let mut log_store = LogStore::open(&db, &db_dir, &opts.engine, &opts.telemetry)
             .map_err(ClusterError::startup("opening the raft log"))?;
         if opts.force_new_cluster {
             let forced = force_new_cluster::force_new_cluster(

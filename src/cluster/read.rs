@@ -17,12 +17,12 @@ use super::core::Core;
 use super::rpc::{PeerRequest, PeerResponse};
 use super::{Cluster, ClusterError};
 
-/// Coalesces a follower's concurrent read-index requests into rounds: one
-/// request to the leader serves every read that was waiting when the
-/// round's request was sent, and reads that arrive during a round join the
-/// next one (they began after the request left, so its index might be too
-/// old for them). Under load this is one round trip per round instead of
-/// one per read.
+/// Coalesces a node's concurrent read-index requests into rounds: one
+/// request (to the leader from a follower, to the Raft core on the leader)
+/// serves every read that was waiting when the round's request was sent,
+/// and reads that arrive during a round join the next one (they began after
+/// the request left, so its index might be too old for them). Under load
+/// this is one round trip per round instead of one per read.
 #[derive(Debug, Default)]
 pub struct ReadIndexBatch {
     state: Mutex<BatchState>,
@@ -117,14 +117,10 @@ impl Cluster {
             if remaining.is_zero() {
                 return Err(ClusterError::Unavailable(last_reason));
             }
+            // The leader's reads are batched too: a round is one message to
+            // the Raft core (and one heartbeat to confirm leadership) for
+            // every read that was waiting, instead of one per read.
             let index = match core.current_leader() {
-                Some(leader) if leader == core.id => match core.read_index_local().await {
-                    Ok(index) => Some(index),
-                    Err(e) => {
-                        last_reason = e.to_string();
-                        None
-                    }
-                },
                 Some(_) => {
                     match tokio::time::timeout(remaining, ReadIndexBatch::join(core)).await {
                         Ok(Ok(Ok(index))) => Some(index),

@@ -580,9 +580,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        // Collect the run first, then apply it on a blocking thread: fjall
-        // writes wait for its journal lock, which the log flusher holds
-        // during every fsync, and that must not stall a runtime thread.
+        // Collect the run first, then apply it as one fjall batch, on this
+        // task: the log's group fsync does not hold fjall's journal lock
+        // (journal_sync.rs), so the write only fills the memtable and the
+        // journal buffer, and a hop to a blocking thread would cost more
+        // than it saves.
         let mut run = Vec::new();
         let mut responders = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
@@ -594,8 +596,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let traced = self.start_apply_traces(&run);
         let entries = run.len();
-        let store = self.store.clone();
-        let (results, clock) = blocking(move || apply_run(&store, &run)).await?;
+        let (results, clock) = apply_run(&self.store, &run)?;
         let applied = SystemTime::now();
         self.clock.fetch_max(clock, Ordering::AcqRel);
         for (responder, result) in responders.into_iter().zip(results) {
@@ -661,7 +662,7 @@ mod tests {
     use super::StateMachine;
     use crate::cluster::log_store::LogStore;
     use crate::cluster::types::{Entry, StampedOp, TypeConfig};
-    use crate::storage::Store;
+    use crate::storage::{EngineOptions, Store};
 
     struct FjallBuilder;
 
@@ -676,11 +677,18 @@ mod tests {
             &self,
         ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().map_err(storage_error)?;
-            let db = fjall::Database::builder(dir.path().join("db"))
-                .open()
+            let engine = EngineOptions::default();
+            let db = engine
+                .open_database(&dir.path().join("db"))
                 .map_err(storage_error)?;
-            let store = Store::open(db.clone()).map_err(storage_error)?;
-            let log = LogStore::open(&db, &Telemetry::untraced(1)).map_err(storage_error)?;
+            let store = Store::open(db.clone(), &engine).map_err(storage_error)?;
+            let log = LogStore::open(
+                &db,
+                &dir.path().join("db"),
+                &engine,
+                &Telemetry::untraced(1),
+            )
+            .map_err(storage_error)?;
             let sm = StateMachine::open(
                 Arc::new(store),
                 dir.path().join("snapshots"),
@@ -692,8 +700,9 @@ mod tests {
     }
 
     fn open_sm(dir: &std::path::Path) -> (StateMachine, Arc<Store>) {
-        let db = fjall::Database::builder(dir.join("db")).open().unwrap();
-        let store = Arc::new(Store::open(db).unwrap());
+        let engine = EngineOptions::default();
+        let db = engine.open_database(&dir.join("db")).unwrap();
+        let store = Arc::new(Store::open(db, &engine).unwrap());
         (
             StateMachine::open(store.clone(), dir.join("snapshots"), Telemetry::untraced(1))
                 .unwrap(),

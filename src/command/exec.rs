@@ -23,7 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 
 use super::args::Args;
-use super::table::{self, Handler, SubcommandSpec};
+use super::table::{self, CommandId, Handler};
 use crate::cluster::Op;
 use crate::node::Node;
 use crate::server::state::Stats;
@@ -33,8 +33,10 @@ use opentelemetry::context::FutureExt as _;
 
 /// A request resolved against the table, ready to run.
 struct Resolved {
-    /// Full name (`get`, `client|list`), for stats and `CLIENT LIST`'s `cmd=`.
+    /// Full name (`get`, `client|list`), for `CLIENT LIST`'s `cmd=`.
     name: &'static str,
+    /// Where its calls are counted.
+    id: CommandId,
     handler: Handler,
 }
 
@@ -43,10 +45,10 @@ pub async fn execute(node: &Node, session: &mut Session, argv: Vec<Bytes>) -> Re
     let mut barrier_done = false;
     match prepare(node, session, argv) {
         Prepared::Ready(reply) => reply,
-        Prepared::Write(name, op) => {
+        Prepared::Write(name, id, op) => {
             let started = Instant::now();
             let reply = submit_write(node, name, op).await;
-            record(node, session, name, started, &reply);
+            record(node, session, id, started, &reply);
             reply
         }
         Prepared::Run(resolved, args) => {
@@ -101,23 +103,22 @@ impl Executor for Node {
 enum Prepared {
     /// Answered without running (unknown command, arity, parse error).
     Ready(Reply),
-    /// A write parsed into its operation.
-    Write(&'static str, Op),
+    /// A write parsed into its operation (full name, counter id).
+    Write(&'static str, CommandId, Op),
     /// A read or server command.
     Run(Resolved, Args),
 }
 
 /// Resolves, checks and (for writes) parses one request.
 fn prepare(node: &Node, session: &mut Session, argv: Vec<Bytes>) -> Prepared {
-    let started = Instant::now();
     let stats = &session.server.stats;
     let resolved = match resolve(&argv) {
         Ok(r) => r,
-        Err((name, reply)) => {
+        Err((id, reply)) => {
             // Refused before running: an error reply, but not a processed
             // command (Redis counts those in `call()`).
             count_error(stats, &reply);
-            if let Some(c) = name.and_then(|n| stats.command(n)) {
+            if let Some(c) = id.and_then(|id| stats.command_at(id)) {
                 c.rejected_calls.fetch_add(1, Ordering::Relaxed);
             }
             return Prepared::Ready(reply);
@@ -126,12 +127,15 @@ fn prepare(node: &Node, session: &mut Session, argv: Vec<Bytes>) -> Prepared {
     session.client.meta().last_cmd = resolved.name;
     let mut args = Args::new(argv);
     if let Handler::Write(parse) = resolved.handler {
+        // The parse is the call when it fails: timed from here (reads the
+        // clock only for writes; a read is timed where it runs).
+        let started = Instant::now();
         return match parse(&mut args) {
-            Ok(op) => Prepared::Write(resolved.name, op),
+            Ok(op) => Prepared::Write(resolved.name, resolved.id, op),
             Err(reply) => {
                 // A parse error is the command's own reply, as in Redis: a
                 // call that failed, counted like any other.
-                record(node, session, resolved.name, started, &reply);
+                record(node, session, resolved.id, started, &reply);
                 Prepared::Ready(reply)
             }
         };
@@ -140,33 +144,34 @@ fn prepare(node: &Node, session: &mut Session, argv: Vec<Bytes>) -> Prepared {
 }
 
 /// Finds the command (and subcommand) and checks arity. On refusal, also
-/// returns the full name of the command when it is known, for its stats.
-fn resolve(argv: &[Bytes]) -> Result<Resolved, (Option<&'static str>, Reply)> {
+/// returns the id of the command when it is known, for its stats.
+fn resolve(argv: &[Bytes]) -> Result<Resolved, (Option<CommandId>, Reply)> {
     let Some(name) = argv.first() else {
         return Err((None, Reply::error("ERR empty command")));
     };
-    let Some(spec) = table::lookup(name) else {
+    let Some(entry) = table::lookup_entry(name) else {
         return Err((None, unknown_command(argv)));
     };
-    if argv.len() >= 2 {
-        if let Some(subs) = table::subcommands(spec.name) {
-            let Some(sub) = SubcommandSpec::find(subs, &argv[1]) else {
-                return Err((Some(spec.name), unknown_subcommand(spec.name, &argv[1])));
-            };
-            if !sub.arity_ok(argv.len()) {
-                return Err((Some(sub.full_name), wrong_arity(sub.full_name)));
-            }
-            return Ok(Resolved {
-                name: sub.full_name,
-                handler: sub.handler,
-            });
+    let spec = entry.spec;
+    if argv.len() >= 2 && entry.is_container() {
+        let Some((sub, id)) = entry.subcommand(&argv[1]) else {
+            return Err((Some(entry.id), unknown_subcommand(spec.name, &argv[1])));
+        };
+        if !sub.arity_ok(argv.len()) {
+            return Err((Some(id), wrong_arity(sub.full_name)));
         }
+        return Ok(Resolved {
+            name: sub.full_name,
+            id,
+            handler: sub.handler,
+        });
     }
     if !spec.arity_ok(argv.len()) {
-        return Err((Some(spec.name), wrong_arity(spec.name)));
+        return Err((Some(entry.id), wrong_arity(spec.name)));
     }
     Ok(Resolved {
         name: spec.name,
+        id: entry.id,
         handler: spec.handler,
     })
 }
@@ -201,7 +206,7 @@ async fn run_local(
         // `prepare` turns every write into `Prepared::Write`.
         Handler::Write(_) => Reply::error("ERR internal error: write run as a local command"),
     };
-    record(node, session, resolved.name, started, &reply);
+    record(node, session, resolved.id, started, &reply);
     reply
 }
 
@@ -216,12 +221,14 @@ async fn submit_writes(
 ) {
     let started = Instant::now();
     let mut names = Vec::with_capacity(pending.len());
+    let mut ids = Vec::with_capacity(pending.len());
     let mut ops = Vec::with_capacity(pending.len());
     let mut slots = Vec::with_capacity(pending.len());
     for p in pending.drain(..) {
         match p {
-            Prepared::Write(name, op) => {
+            Prepared::Write(name, id, op) => {
                 names.push(name);
+                ids.push(id);
                 ops.push(op);
                 slots.push(None);
             }
@@ -251,7 +258,7 @@ async fn submit_writes(
             Box::new(std::iter::repeat_n(reply, names.len()))
         }
     };
-    let mut names = names.into_iter();
+    let mut ids = ids.into_iter();
     for slot in slots {
         let reply = match slot {
             Some(ready) => ready,
@@ -259,8 +266,8 @@ async fn submit_writes(
                 let reply = results
                     .next()
                     .unwrap_or_else(|| Reply::error("ERR internal error: missing write result"));
-                if let Some(name) = names.next() {
-                    record(node, session, name, started, &reply);
+                if let Some(id) = ids.next() {
+                    record(node, session, id, started, &reply);
                 }
                 reply
             }
@@ -270,22 +277,15 @@ async fn submit_writes(
 }
 
 /// Counts one executed command, in INFO's stats and in the node's metrics.
-fn record(node: &Node, session: &Session, name: &'static str, started: Instant, reply: &Reply) {
+/// Both keep their per-command counters in arrays indexed by `id`: no
+/// name is hashed and no lock taken here.
+fn record(node: &Node, session: &Session, id: CommandId, started: Instant, reply: &Reply) {
     let stats = &session.server.stats;
     let now = Instant::now();
-    let metrics = &node.telemetry.metrics;
-    metrics.observe_command(name, now.duration_since(started), reply.is_error());
-    stats.commands_processed.fetch_add(1, Ordering::Relaxed);
-    if let Some(c) = stats.command(name) {
-        c.calls.fetch_add(1, Ordering::Relaxed);
-        let took = now.duration_since(started);
-        let usec = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        c.usec.fetch_add(usec, Ordering::Relaxed);
-        c.record_latency(took);
-        if reply.is_error() {
-            c.failed_calls.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    let took = now.duration_since(started);
+    let failed = reply.is_error();
+    node.telemetry.metrics.observe_command_at(id, took, failed);
+    stats.record_call(id, took, failed);
     count_error(stats, reply);
     stats.sample_rates(now);
 }
@@ -489,5 +489,17 @@ mod tests {
         let stats = crate::server::state::Stats::new(table::command_names());
         assert!(stats.command("client|list").is_some());
         assert!(stats.command("ping").is_some());
+        // The id a request resolves to counts under the request's name.
+        for parts in [&["ping"][..], &["client", "list"], &["CONFIG", "GET", "x"]] {
+            let resolved = resolve(&argv(parts)).ok().unwrap();
+            assert!(std::ptr::eq(
+                stats.command_at(resolved.id).unwrap(),
+                stats.command(resolved.name).unwrap()
+            ));
+        }
+        let Err((Some(id), _)) = resolve(&argv(&["client", "setname"])) else {
+            panic!("resolved");
+        };
+        assert_eq!(id.name(), "client|setname");
     }
 }

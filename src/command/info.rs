@@ -280,8 +280,9 @@ fn info_memory(out: &mut String) {
     field!(out, "maxmemory_human", "0B");
     field!(out, "maxmemory_policy", "noeviction");
     field!(out, "mem_fragmentation_ratio", "1.00");
-    // No #[global_allocator]: the C library's malloc, which Redis calls libc.
-    field!(out, "mem_allocator", "libc");
+    // The binary's #[global_allocator] (src/main.rs). Tests and tools that
+    // link the library without main.rs use the C library's malloc instead.
+    field!(out, "mem_allocator", "mimalloc");
 }
 
 fn info_persistence(out: &mut String, node: &Node, session: &Session) {
@@ -341,7 +342,7 @@ fn info_stats(out: &mut String, node: &Node, session: &Session) {
         "total_connections_received",
         get(&s.connections_received)
     );
-    field!(out, "total_commands_processed", get(&s.commands_processed));
+    field!(out, "total_commands_processed", s.commands_processed());
     field!(out, "instantaneous_ops_per_sec", rates.ops_per_sec);
     field!(out, "total_net_input_bytes", get(&s.net_input_bytes));
     field!(out, "total_net_output_bytes", get(&s.net_output_bytes));

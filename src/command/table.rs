@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use xxhash_rust::xxh3::Xxh3Builder;
+
 use super::Args;
 use crate::cluster::Op;
 use crate::node::Node;
@@ -121,20 +123,140 @@ fn all_families() -> impl Iterator<Item = &'static CommandSpec> {
         .chain(super::raft::COMMANDS)
 }
 
-fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {
-    static INDEX: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
-    INDEX.get_or_init(|| all_families().map(|c| (c.name, c)).collect())
+/// A counted command's dense index: its position in [`command_names`], so
+/// per-command counters live in an array the hot path indexes instead of
+/// hashing the command's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommandId(u16);
+
+impl CommandId {
+    /// The position of this command in [`command_names`].
+    #[must_use]
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The id of the command counted under `full_name` (`get`,
+    /// `client|list`), if the table has it. Hashes the name: for cold paths.
+    #[must_use]
+    pub fn of(full_name: &str) -> Option<CommandId> {
+        table().ids.get(full_name).copied()
+    }
+
+    /// The full name counted under this id (`get`, `client|list`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        table().names.get(self.index()).copied().unwrap_or_default()
+    }
+}
+
+/// How many names calls are counted under: every [`CommandId`] is below it.
+#[must_use]
+pub fn command_count() -> usize {
+    table().names.len()
+}
+
+/// A command as the executor resolves it: its description, its counter
+/// index and, for a container command, its subcommands with the index of
+/// the first (the others follow in slice order).
+#[derive(Clone, Copy)]
+pub struct TableEntry {
+    /// The command's description.
+    pub spec: &'static CommandSpec,
+    /// Where its calls are counted.
+    pub id: CommandId,
+    /// Its subcommands, and the [`CommandId`] of the first.
+    subcommands: Option<(&'static [SubcommandSpec], u16)>,
+}
+
+impl TableEntry {
+    /// The subcommand of this container named `name` (case-insensitive),
+    /// with its counter index; `None` if there is no such subcommand or
+    /// this is no container.
+    #[must_use]
+    pub fn subcommand(&self, name: &[u8]) -> Option<(&'static SubcommandSpec, CommandId)> {
+        let (subs, first) = self.subcommands?;
+        let position = subs
+            .iter()
+            .position(|s| s.name.as_bytes().eq_ignore_ascii_case(name))?;
+        let id = first + u16::try_from(position).ok()?;
+        Some((&subs[position], CommandId(id)))
+    }
+
+    /// Whether this command dispatches on a subcommand.
+    #[must_use]
+    pub fn is_container(&self) -> bool {
+        self.subcommands.is_some()
+    }
+}
+
+/// The whole table, built once: entries by name, and every counted name in
+/// [`CommandId`] order.
+struct Table {
+    by_name: HashMap<&'static str, TableEntry, Xxh3Builder>,
+    ids: HashMap<&'static str, CommandId, Xxh3Builder>,
+    names: Vec<&'static str>,
+}
+
+fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut specs: Vec<&'static CommandSpec> = all_families().collect();
+        // Ids in name order: deterministic whatever the families' order.
+        specs.sort_by_key(|c| c.name);
+        let mut names: Vec<&'static str> = Vec::new();
+        let mut by_name = HashMap::with_hasher(Xxh3Builder::new());
+        for spec in specs {
+            let id = CommandId(counter_id(names.len()));
+            names.push(spec.name);
+            let subcommands = subcommands(spec.name).map(|subs| {
+                let first = counter_id(names.len());
+                names.extend(subs.iter().map(|s| s.full_name));
+                (subs, first)
+            });
+            by_name.insert(
+                spec.name,
+                TableEntry {
+                    spec,
+                    id,
+                    subcommands,
+                },
+            );
+        }
+        let mut ids = HashMap::with_hasher(Xxh3Builder::new());
+        for (position, name) in names.iter().enumerate() {
+            ids.insert(*name, CommandId(counter_id(position)));
+        }
+        Table {
+            by_name,
+            ids,
+            names,
+        }
+    })
+}
+
+/// A position in the table as a [`CommandId`]'s number. The table is a few
+/// hundred names, fixed at compile time: a startup invariant.
+fn counter_id(position: usize) -> u16 {
+    u16::try_from(position).expect("fewer than 65536 commands")
 }
 
 /// Every command in the table.
 pub fn all() -> impl Iterator<Item = &'static CommandSpec> {
-    index().values().copied()
+    table().by_name.values().map(|e| e.spec)
 }
 
 /// Finds a command by name, case-insensitively, without allocating for
 /// names of ordinary length.
 #[must_use]
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    lookup_entry(name).map(|e| e.spec)
+}
+
+/// [`lookup`], with the command's counter index and subcommands: what the
+/// executor resolves a request with.
+#[must_use]
+pub fn lookup_entry(name: &[u8]) -> Option<&'static TableEntry> {
     let mut buf = [0u8; 32];
     if name.len() > buf.len() {
         return None;
@@ -143,7 +265,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
     let lower = std::str::from_utf8(lower).ok()?;
-    index().get(lower).copied()
+    table().by_name.get(lower)
 }
 
 /// One subcommand of a container command (`CLIENT SETNAME`, `CONFIG GET`).
@@ -187,13 +309,9 @@ pub fn subcommands(container: &str) -> Option<&'static [SubcommandSpec]> {
 }
 
 /// Every name calls are counted under: commands, and `container|sub` for
-/// subcommands.
+/// subcommands, in [`CommandId`] order (a name's position is its id).
 pub fn command_names() -> impl Iterator<Item = &'static str> {
-    all().map(|c| c.name).chain(
-        super::server::CONTAINERS
-            .iter()
-            .flat_map(|(_, subs)| subs.iter().map(|s| s.full_name)),
-    )
+    table().names.iter().copied()
 }
 
 /// Redis's arity rule: a positive arity is the exact argument count (names
@@ -205,5 +323,51 @@ fn arity_matches(arity: i32, argc: usize) -> bool {
         argc == arity
     } else {
         argc >= -arity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counted_name_has_the_id_of_its_position() {
+        let names: Vec<_> = command_names().collect();
+        assert_eq!(names.len(), command_count());
+        for (position, name) in names.iter().enumerate() {
+            let id = CommandId::of(name).unwrap();
+            assert_eq!(id.index(), position, "{name}");
+            assert_eq!(id.name(), *name);
+        }
+        // Every command and every subcommand of a container is counted.
+        let mut expected: Vec<&str> = all()
+            .map(|c| c.name)
+            .chain(
+                super::super::server::CONTAINERS
+                    .iter()
+                    .flat_map(|(_, subs)| subs.iter().map(|s| s.full_name)),
+            )
+            .collect();
+        expected.sort_unstable();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, expected);
+    }
+
+    #[test]
+    fn entries_resolve_commands_and_subcommands_to_their_ids() {
+        let get = lookup_entry(b"GeT").unwrap();
+        assert_eq!(get.spec.name, "get");
+        assert_eq!(get.id.name(), "get");
+        assert!(!get.is_container());
+        assert!(get.subcommand(b"x").is_none());
+        let client = lookup_entry(b"client").unwrap();
+        assert!(client.is_container());
+        let (sub, id) = client.subcommand(b"LiSt").unwrap();
+        assert_eq!(sub.full_name, "client|list");
+        assert_eq!(id.name(), "client|list");
+        assert!(client.subcommand(b"nope").is_none());
+        assert!(lookup_entry(b"nope").is_none());
+        assert!(lookup_entry(&[b'x'; 40]).is_none());
     }
 }

@@ -11,7 +11,11 @@
 //! each command: calls and time per command with its latency histogram
 //! (`latency.rs`), error replies by prefix (`error_stats.rs`), and a chance
 //! to sample the instantaneous rates (`rates.rs`); `INFO` and `/metrics`
-//! read them.
+//! read them. That is on every request's path, so it takes no lock and
+//! hashes nothing: per-command counters sit in an array indexed by the
+//! command's [`CommandId`], and the counters every request writes sit on
+//! cache lines of their own ([`CachePadded`]), so cores do not steal each
+//! other's lines for unrelated counters.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -26,6 +30,7 @@ use super::codec::{ProtocolLimits, INLINE_MAX_SIZE};
 use super::error_stats::ErrorTable;
 use super::latency::LatencyHistogram;
 use super::rates::{RateSampler, PERIOD as RATE_PERIOD};
+use crate::command::table::CommandId;
 
 /// The front end's settings as the node starts with them (from the
 /// configuration); Redis's defaults otherwise.
@@ -138,6 +143,22 @@ impl RuntimeSettings {
     }
 }
 
+/// A value alone on its cache lines (128 bytes: two lines, as adjacent-line
+/// prefetchers pull pairs), so counters written by different threads, or
+/// different commands' counters, never share a line and bounce it between
+/// cores (false sharing).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct CachePadded<T>(pub T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Calls and time of one command, for `INFO commandstats`.
 #[derive(Debug, Default)]
 pub struct CommandStats {
@@ -166,6 +187,18 @@ impl CommandStats {
     pub fn latency(&self) -> Option<&LatencyHistogram> {
         self.latency.get()
     }
+
+    /// Counts one call that ran for `took` and failed (replied with an
+    /// error) or not: calls, time, latency, failures.
+    pub fn record_call(&self, took: Duration, failed: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let usec = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.usec.fetch_add(usec, Ordering::Relaxed);
+        self.record_latency(took);
+        if failed {
+            self.failed_calls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Counters for INFO's stats section.
@@ -175,28 +208,32 @@ pub struct Stats {
     pub connections_received: AtomicU64,
     /// `rejected_connections` (over maxclients).
     pub rejected_connections: AtomicU64,
-    /// `total_commands_processed`: commands that ran (a refusal before
-    /// running, such as an unknown command or a wrong arity, is not one),
-    /// counted once they have answered, as Redis's `call()` counts them.
-    pub commands_processed: AtomicU64,
-    /// `total_net_input_bytes`.
-    pub net_input_bytes: AtomicU64,
+    /// `total_net_input_bytes`. Written by every read from a client: on
+    /// cache lines of its own, as are the other counters the request path
+    /// writes.
+    pub net_input_bytes: CachePadded<AtomicU64>,
     /// `total_net_output_bytes`.
-    pub net_output_bytes: AtomicU64,
+    pub net_output_bytes: CachePadded<AtomicU64>,
     /// `total_error_replies`: every error reply, refusals included. Counted
     /// with [`Stats::note_error`], which also counts it by prefix.
-    pub error_replies: AtomicU64,
+    pub error_replies: CachePadded<AtomicU64>,
     /// Error replies by prefix (`INFO errorstats`).
-    errors: Mutex<ErrorTable>,
+    errors: ErrorTable,
     /// The samplers behind the `instantaneous_*` fields.
     rates: Mutex<Rates>,
     /// When the next rate sample is due, in nanoseconds since `epoch`: lets
     /// [`Stats::sample_rates`] return without locking until then.
     next_sample_due: AtomicU64,
     epoch: Instant,
-    /// Per command, by full name such as `client|list`. Built once from the
-    /// command table, so counting a call takes no lock.
-    commands: HashMap<&'static str, CommandStats>,
+    /// Per command, in [`CommandId`] order (the order of the names `new`
+    /// was given), each on cache lines of its own: counting a call indexes
+    /// this array, with no lock and no hashing.
+    commands: Box<[CachePadded<CommandStats>]>,
+    /// The full name of each entry of `commands`.
+    names: Box<[&'static str]>,
+    /// Positions in `commands` by full name, for the cold paths that have
+    /// only a name.
+    by_name: HashMap<&'static str, usize>,
 }
 
 /// The counters Redis samples for its instantaneous rates.
@@ -231,53 +268,88 @@ pub struct InstantaneousRates {
 
 impl Stats {
     /// Counters for the given command names (full names, `client|list`).
+    /// A name's position is the [`CommandId`] its calls are counted under
+    /// by [`Stats::command_at`]: pass the command table's
+    /// [`command_names`](crate::command::table::command_names).
     #[must_use]
     pub fn new(command_names: impl IntoIterator<Item = &'static str>) -> Self {
         let epoch = Instant::now();
+        let names: Box<[&'static str]> = command_names.into_iter().collect();
         Stats {
             connections_received: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
-            commands_processed: AtomicU64::new(0),
-            net_input_bytes: AtomicU64::new(0),
-            net_output_bytes: AtomicU64::new(0),
-            error_replies: AtomicU64::new(0),
-            errors: Mutex::new(ErrorTable::default()),
+            net_input_bytes: CachePadded::default(),
+            net_output_bytes: CachePadded::default(),
+            error_replies: CachePadded::default(),
+            errors: ErrorTable::default(),
             rates: Mutex::new(Rates::new(epoch)),
             next_sample_due: AtomicU64::new(nanos(RATE_PERIOD)),
             epoch,
-            commands: command_names
-                .into_iter()
-                .map(|n| (n, CommandStats::default()))
-                .collect(),
+            commands: names.iter().map(|_| CachePadded::default()).collect(),
+            by_name: names.iter().enumerate().map(|(i, n)| (*n, i)).collect(),
+            names,
         }
     }
 
-    /// The counters of command `name` (e.g. `get`, `client|list`).
+    /// The counters of command `name` (e.g. `get`, `client|list`). Hashes
+    /// the name: the request path uses [`Stats::command_at`].
     #[must_use]
     pub fn command(&self, name: &str) -> Option<&CommandStats> {
-        self.commands.get(name)
+        self.by_name.get(name).map(|&i| &*self.commands[i])
+    }
+
+    /// The counters of the command with id `id`.
+    #[must_use]
+    pub fn command_at(&self, id: CommandId) -> Option<&CommandStats> {
+        self.commands.get(id.index()).map(|c| &c.0)
+    }
+
+    /// Counts one command that ran for `took` and replied with an error
+    /// (`failed`) or not, as Redis's `call()` does, in the command's own
+    /// stats (and so in [`Stats::commands_processed`]). The reply itself,
+    /// if an error, is counted by [`Stats::note_error`].
+    pub fn record_call(&self, id: CommandId, took: Duration, failed: bool) {
+        if let Some(c) = self.command_at(id) {
+            c.record_call(took, failed);
+        }
+    }
+
+    /// `total_commands_processed`: commands that ran (a refusal before
+    /// running, such as an unknown command or a wrong arity, is not one),
+    /// counted once they have answered, as Redis's `call()` counts them.
+    /// That is the sum of every command's calls, which reset together, so
+    /// it is added up when read rather than kept in one more counter that
+    /// every command on every core would write.
+    #[must_use]
+    pub fn commands_processed(&self) -> u64 {
+        self.commands
+            .iter()
+            .map(|c| c.calls.load(Ordering::Relaxed))
+            .fold(0u64, u64::wrapping_add)
     }
 
     /// Every command that has run, sorted by name.
     #[must_use]
     pub fn commands(&self) -> Vec<(&'static str, &CommandStats)> {
         let mut all: Vec<_> = self
-            .commands
+            .names
             .iter()
+            .zip(self.commands.iter())
             .filter(|(_, c)| {
                 c.calls.load(Ordering::Relaxed) + c.rejected_calls.load(Ordering::Relaxed) > 0
             })
-            .map(|(k, v)| (*k, v))
+            .map(|(k, v)| (*k, &v.0))
             .collect();
         all.sort_by_key(|(k, _)| *k);
         all
     }
 
     /// Counts one error reply whose message (without RESP's `-`) is
-    /// `message`: in `total_error_replies`, and by its prefix.
+    /// `message`: in `total_error_replies`, and by its prefix (without a
+    /// lock for the usual prefixes, see `error_stats.rs`).
     pub fn note_error(&self, message: &[u8]) {
         self.error_replies.fetch_add(1, Ordering::Relaxed);
-        lock(&self.errors).note(message);
+        self.errors.note(message);
     }
 
     /// Error replies by prefix (`ERR`, `WRONGTYPE`...), sorted by prefix: what
@@ -285,7 +357,7 @@ impl Stats {
     /// `ERRORSTATS_DISABLED` until `CONFIG RESETSTAT` (see `error_stats.rs`).
     #[must_use]
     pub fn error_counts(&self) -> Vec<(String, u64)> {
-        lock(&self.errors).counts()
+        self.errors.counts()
     }
 
     /// Offers the instantaneous rates a sample at `now`; cheap (one atomic
@@ -301,9 +373,7 @@ impl Stats {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
-        rates
-            .ops
-            .sample(self.commands_processed.load(Ordering::Relaxed), now);
+        rates.ops.sample(self.commands_processed(), now);
         rates
             .net_input
             .sample(self.net_input_bytes.load(Ordering::Relaxed), now);
@@ -331,14 +401,13 @@ impl Stats {
         for counter in [
             &self.connections_received,
             &self.rejected_connections,
-            &self.commands_processed,
-            &self.net_input_bytes,
-            &self.net_output_bytes,
-            &self.error_replies,
+            &*self.net_input_bytes,
+            &*self.net_output_bytes,
+            &*self.error_replies,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
-        for c in self.commands.values() {
+        for c in self.commands.iter() {
             for counter in [&c.calls, &c.usec, &c.rejected_calls, &c.failed_calls] {
                 counter.store(0, Ordering::Relaxed);
             }
@@ -346,7 +415,7 @@ impl Stats {
                 latency.reset();
             }
         }
-        lock(&self.errors).reset();
+        self.errors.reset();
         *lock(&self.rates) = Rates::new(Instant::now());
     }
 }
@@ -544,4 +613,42 @@ fn random_run_id() -> String {
 /// (each critical section here is a single assignment or lookup).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::table::{command_names, CommandId};
+
+    #[test]
+    fn calls_count_under_their_command_and_in_the_total() {
+        let stats = Stats::new(command_names());
+        let get = CommandId::of("get").unwrap();
+        let list = CommandId::of("client|list").unwrap();
+        stats.record_call(get, Duration::from_micros(5), false);
+        stats.record_call(get, Duration::from_micros(7), true);
+        stats.record_call(list, Duration::from_micros(1), false);
+        stats.note_error(b"ERR x");
+        let c = stats.command("get").unwrap();
+        assert!(std::ptr::eq(c, stats.command_at(get).unwrap()));
+        assert_eq!(c.calls.load(Ordering::Relaxed), 2);
+        assert_eq!(c.usec.load(Ordering::Relaxed), 12);
+        assert_eq!(c.failed_calls.load(Ordering::Relaxed), 1);
+        assert_eq!(c.latency().map(LatencyHistogram::count), Some(2));
+        assert_eq!(stats.commands_processed(), 3);
+        let names: Vec<_> = stats.commands().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["client|list", "get"]);
+        assert_eq!(stats.error_counts(), vec![("ERR".to_owned(), 1)]);
+        stats.reset();
+        assert_eq!(stats.commands_processed(), 0);
+        assert!(stats.commands().is_empty());
+        assert!(stats.error_counts().is_empty());
+        assert_eq!(stats.error_replies.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn hot_counters_sit_on_lines_of_their_own() {
+        assert_eq!(std::mem::align_of::<CachePadded<AtomicU64>>(), 128);
+        assert_eq!(std::mem::size_of::<CachePadded<CommandStats>>() % 128, 0);
+    }
 }

@@ -30,6 +30,7 @@
 
 mod apply;
 mod encoding;
+mod engine;
 mod error;
 mod expiry;
 mod glob;
@@ -45,6 +46,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 pub use apply::{ApplyBatch, MAX_STRING_LEN};
 pub use encoding::Kind;
+pub use engine::EngineOptions;
 pub use error::StorageError;
 pub use glob::glob_match;
 pub use number::parse_i64;
@@ -94,6 +96,8 @@ pub struct Store {
     next_generation: AtomicU64,
     writer: WriterSlot,
     usage: stats::UsageCounters,
+    /// How new generations' keyspaces are created.
+    engine: EngineOptions,
 }
 
 impl std::fmt::Debug for Store {
@@ -107,15 +111,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store's keyspaces in `db` (creating them on first use) and
-    /// deletes data generations left behind by an interrupted flush or
-    /// snapshot install.
+    /// Opens the store's keyspaces in `db` (creating them on first use,
+    /// with `engine`'s memtable size) and deletes data generations left
+    /// behind by an interrupted flush or snapshot install.
     ///
     /// # Errors
     /// Any fjall error, or [`StorageError::Corrupt`] if the metadata does not
     /// decode.
-    pub fn open(db: Database) -> Result<Store, StorageError> {
-        let meta = db.keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)?;
+    pub fn open(db: Database, engine: &EngineOptions) -> Result<Store, StorageError> {
+        let meta = db.keyspace(META_KEYSPACE, || engine.keyspace())?;
         let existing: Vec<(u64, String)> = db
             .list_keyspace_names()
             .iter()
@@ -130,7 +134,7 @@ impl Store {
                     Some(raw) => decode_u64(&raw, "key count")?,
                     None => 0,
                 };
-                let generation = open_generation(&db, id)?;
+                let generation = open_generation(&db, engine, id)?;
                 let expires = match meta.get(EXPIRES_KEY)? {
                     Some(raw) => decode_u64(&raw, "expires count")?,
                     None => {
@@ -147,7 +151,7 @@ impl Store {
             None => {
                 // First open: any generation keyspaces are leftovers of a
                 // crash before the very first pointer write.
-                let generation = open_generation(&db, highest + 1)?;
+                let generation = open_generation(&db, engine, highest + 1)?;
                 let mut batch = db.batch();
                 batch.insert(&meta, GENERATION_KEY, generation.id.to_be_bytes());
                 batch.insert(&meta, COUNT_KEY, 0u64.to_be_bytes());
@@ -174,6 +178,7 @@ impl Store {
             expires_count: AtomicU64::new(expires_count),
             writer: WriterSlot::default(),
             usage: stats::UsageCounters::default(),
+            engine: *engine,
         })
     }
 
@@ -219,6 +224,18 @@ impl Store {
         self.usage.reset();
     }
 
+    /// Flushes the memtables of the whole database (the Raft log's
+    /// keyspaces too) to disk, waiting at most until `deadline`; returns
+    /// whether all of it was flushed in time. Called by a node that stops
+    /// cleanly, once Raft has stopped writing, so its next start reads
+    /// nothing back from the journal (see `engine.rs`).
+    ///
+    /// # Errors
+    /// Any fjall error while rotating a memtable.
+    pub fn flush_memtables(&self, deadline: std::time::Instant) -> Result<bool, StorageError> {
+        engine::flush_memtables(&self.db, deadline)
+    }
+
     fn current(&self) -> Arc<Generation> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -227,7 +244,7 @@ impl Store {
     /// to yet.
     fn create_generation(&self) -> Result<Generation, StorageError> {
         let id = self.next_generation.fetch_add(1, Ordering::AcqRel);
-        open_generation(&self.db, id)
+        open_generation(&self.db, &self.engine, id)
     }
 
     /// Makes `generation` current in memory (after its pointer has been
@@ -270,12 +287,16 @@ fn parse_generation_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn open_generation(db: &Database, id: u64) -> Result<Generation, StorageError> {
+fn open_generation(
+    db: &Database,
+    engine: &EngineOptions,
+    id: u64,
+) -> Result<Generation, StorageError> {
     let (data_name, expiry_name) = generation_names(id);
     Ok(Generation {
         id,
-        data: db.keyspace(&data_name, KeyspaceCreateOptions::default)?,
-        expiry: db.keyspace(&expiry_name, KeyspaceCreateOptions::default)?,
+        data: db.keyspace(&data_name, || engine.keyspace())?,
+        expiry: db.keyspace(&expiry_name, || engine.keyspace())?,
     })
 }
 
@@ -332,8 +353,8 @@ pub(crate) mod tests {
     use bytes::Bytes;
 
     pub(crate) fn open_store(dir: &std::path::Path) -> Store {
-        let db = Database::builder(dir).open().unwrap();
-        Store::open(db).unwrap()
+        let engine = EngineOptions::default();
+        Store::open(engine.open_database(dir).unwrap(), &engine).unwrap()
     }
 
     pub(crate) fn set(store: &Store, key: &str, value: &str) {

@@ -8,13 +8,37 @@
 //! counts the keys an `ExpireKeys` entry deleted once its batch has
 //! committed, so every node counts the expiry deletions it applied.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Stripes of the hit and miss counters. Every read counts one per key, from
+/// whichever thread runs it: one shared counter would bounce its cache line
+/// between the cores on every read. Each thread writes its own stripe
+/// (threads beyond this many share), and a snapshot adds them up.
+const STRIPES: usize = 8;
+
+/// One stripe, alone on its cache lines (128 bytes: adjacent-line
+/// prefetchers pull pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// The stripe this thread writes: threads take stripes in turn as they
+/// first count.
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
 
 /// The counters, relaxed atomics (INFO needs no snapshot across them).
 #[derive(Debug, Default)]
 pub(super) struct UsageCounters {
-    pub(super) hits: AtomicU64,
-    pub(super) misses: AtomicU64,
+    stripes: [Stripe; STRIPES],
     pub(super) expired: AtomicU64,
 }
 
@@ -32,22 +56,31 @@ pub struct UsageStats {
 impl UsageCounters {
     /// Counts one lookup.
     pub(super) fn lookup(&self, found: bool) {
-        let counter = if found { &self.hits } else { &self.misses };
+        let stripe = &self.stripes[stripe_index()];
+        let counter = if found { &stripe.hits } else { &stripe.misses };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn snapshot(&self) -> UsageStats {
+        let sum = |counter: fn(&Stripe) -> &AtomicU64| {
+            self.stripes
+                .iter()
+                .map(|s| counter(s).load(Ordering::Relaxed))
+                .fold(0u64, u64::wrapping_add)
+        };
         UsageStats {
-            keyspace_hits: self.hits.load(Ordering::Relaxed),
-            keyspace_misses: self.misses.load(Ordering::Relaxed),
+            keyspace_hits: sum(|s| &s.hits),
+            keyspace_misses: sum(|s| &s.misses),
             expired_keys: self.expired.load(Ordering::Relaxed),
         }
     }
 
     pub(super) fn reset(&self) {
-        for counter in [&self.hits, &self.misses, &self.expired] {
-            counter.store(0, Ordering::Relaxed);
+        for stripe in &self.stripes {
+            stripe.hits.store(0, Ordering::Relaxed);
+            stripe.misses.store(0, Ordering::Relaxed);
         }
+        self.expired.store(0, Ordering::Relaxed);
     }
 }
 
@@ -121,5 +154,24 @@ mod tests {
         batch.apply(&Op::ExpireKeys(due), 100).unwrap();
         batch.commit().unwrap();
         assert_eq!(store.usage_stats().expired_keys, 2);
+    }
+
+    #[test]
+    fn lookups_from_many_threads_all_count() {
+        let counters = super::UsageCounters::default();
+        std::thread::scope(|scope| {
+            for t in 0..12 {
+                let counters = &counters;
+                scope.spawn(move || {
+                    for i in 0..1_000 {
+                        counters.lookup((i + t) % 4 != 0);
+                    }
+                });
+            }
+        });
+        let stats = counters.snapshot();
+        assert_eq!((stats.keyspace_hits, stats.keyspace_misses), (9_000, 3_000));
+        counters.reset();
+        assert_eq!(counters.snapshot(), super::UsageStats::default());
     }
 }

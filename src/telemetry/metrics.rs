@@ -19,19 +19,22 @@
 //! first, the unit last (`_seconds`, `_total` for counters), histograms in
 //! seconds.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::cluster::RaftStatus;
+use crate::command::table::{self, CommandId};
 
 /// The roles `raftis_raft_role` reports, one series each (1 for the
 /// current role, 0 for the others).
@@ -74,10 +77,15 @@ struct CommandResultLabels {
 /// A histogram family whose members share one bucket layout.
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
-/// Latencies of requests and commits: 10 µs (a command served locally)
-/// to about 5.2 s.
+/// Upper bounds of the request and commit latency buckets, in seconds:
+/// 10 µs (a command served locally) to about 5.2 s.
+fn request_bounds() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.00001, 2.0, 20)
+}
+
+/// A histogram of request latencies.
 fn request_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.00001, 2.0, 20))
+    Histogram::new(request_bounds())
 }
 
 /// Snapshot durations: 1 ms to about 4.4 min.
@@ -100,8 +108,136 @@ pub struct Metrics {
     fsync_entries: Histogram,
     snapshot_duration: HistogramFamily<SnapshotLabels>,
     forwarded_writes: Counter,
-    commands: Family<CommandResultLabels, Counter>,
-    command_duration: HistogramFamily<CommandLabels>,
+    /// `raftis_commands_total` and `raftis_command_duration_seconds`,
+    /// shared with the registry's collector that encodes them.
+    commands: Arc<CommandSeries>,
+}
+
+/// Every command's `/metrics` series, in [`CommandId`] order: counters and
+/// a histogram per command as plain atomics, so observing a command indexes
+/// an array and takes no lock (a `Family` would hash the labels under a
+/// read lock, and a `Histogram` lock its mutex, on every command). Never
+/// reset: these are Prometheus counters, unlike INFO's commandstats.
+#[derive(Debug)]
+struct CommandSeries {
+    /// The full names, by id.
+    names: Box<[&'static str]>,
+    /// The bucket upper bounds, in seconds (+Inf implied after them).
+    bounds: Box<[f64]>,
+    by_id: Box<[CommandCounters]>,
+}
+
+/// One command's series, on cache lines of their own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct CommandCounters {
+    ok: AtomicU64,
+    error: AtomicU64,
+    /// The histogram's `_sum`: an `f64` of seconds, as its bits.
+    sum_bits: AtomicU64,
+    /// Calls per bucket (not cumulative), the last one +Inf.
+    buckets: Box<[AtomicU64]>,
+}
+
+impl CommandSeries {
+    fn new() -> CommandSeries {
+        let bounds: Box<[f64]> = request_bounds().collect();
+        let names: Box<[&'static str]> = table::command_names().collect();
+        let by_id = names
+            .iter()
+            .map(|_| CommandCounters {
+                ok: AtomicU64::new(0),
+                error: AtomicU64::new(0),
+                sum_bits: AtomicU64::new(0f64.to_bits()),
+                buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            })
+            .collect();
+        CommandSeries {
+            names,
+            bounds,
+            by_id,
+        }
+    }
+
+    /// Counts one call, as `Family::get_or_create(..).inc()` and
+    /// `Histogram::observe` counted it: the first bucket whose bound is at
+    /// least `seconds`, and `seconds` added to the sum.
+    fn observe(&self, id: CommandId, seconds: f64, error: bool) {
+        let Some(c) = self.by_id.get(id.index()) else {
+            return;
+        };
+        let result = if error { &c.error } else { &c.ok };
+        result.fetch_add(1, Ordering::Relaxed);
+        let bucket = self.bounds.partition_point(|bound| *bound < seconds);
+        if let Some(b) = c.buckets.get(bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        // No atomic f64 add: compare-and-swap the bits (uncontended, one try).
+        let _ = c
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + seconds).to_bits())
+            });
+    }
+}
+
+impl Collector for CommandSeries {
+    /// The two families, with a series for each command (and result) seen,
+    /// as the `Family`s they replace showed them.
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // The full stop is what `Registry::register` appends to help texts.
+        let mut commands = encoder.encode_descriptor(
+            "commands",
+            "Commands executed, by command name and result (ok, error).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, c) in self.names.iter().zip(self.by_id.iter()) {
+            for (result, counter) in [("ok", &c.ok), ("error", &c.error)] {
+                let count = counter.load(Ordering::Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                let labels = CommandResultLabels {
+                    command: name,
+                    result,
+                };
+                commands
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        let mut durations = encoder.encode_descriptor(
+            "command_duration_seconds",
+            "Time to execute a command on this node, including its replication or read \
+             barrier, by command name.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (name, c) in self.names.iter().zip(self.by_id.iter()) {
+            let counts: Vec<u64> = c
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+            let count: u64 = counts.iter().sum();
+            if count == 0 {
+                continue;
+            }
+            let buckets: Vec<(f64, u64)> = self
+                .bounds
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::INFINITY))
+                .zip(counts)
+                .collect();
+            let sum = f64::from_bits(c.sum_bits.load(Ordering::Relaxed));
+            durations
+                .encode_family(&CommandLabels { command: name })?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
 }
 
 impl Metrics {
@@ -157,20 +293,8 @@ impl Metrics {
              channel; a write sent again after a leader change counts again",
             forwarded_writes.clone(),
         );
-        let commands = Family::<CommandResultLabels, Counter>::default();
-        registry.register(
-            "commands",
-            "Commands executed, by command name and result (ok, error)",
-            commands.clone(),
-        );
-        let command_duration: HistogramFamily<CommandLabels> =
-            Family::new_with_constructor(request_buckets);
-        registry.register(
-            "command_duration_seconds",
-            "Time to execute a command on this node, including its replication or read \
-             barrier, by command name",
-            command_duration.clone(),
-        );
+        let commands = Arc::new(CommandSeries::new());
+        registry.register_collector(Box::new(commands.clone()));
         // Pre-created, so both kinds show (with count 0) before the first
         // snapshot: a dashboard can tell "none yet" from "not exported".
         for kind in [SnapshotKind::Build, SnapshotKind::Install] {
@@ -189,7 +313,6 @@ impl Metrics {
             snapshot_duration,
             forwarded_writes,
             commands,
-            command_duration,
         }
     }
 
@@ -225,17 +348,19 @@ impl Metrics {
 
     /// Command `name` (a full name from the command table, such as `get`
     /// or `client|list`) ran for `elapsed` and replied with an error or not.
-    pub fn observe_command(&self, name: &'static str, elapsed: Duration, error: bool) {
-        let result = if error { "error" } else { "ok" };
-        self.commands
-            .get_or_create(&CommandResultLabels {
-                command: name,
-                result,
-            })
-            .inc();
-        self.command_duration
-            .get_or_create(&CommandLabels { command: name })
-            .observe(elapsed.as_secs_f64());
+    /// Looks the name up: the executor, which has the id, calls
+    /// [`Metrics::observe_command_at`]. A name not in the table is ignored.
+    pub fn observe_command(&self, name: &str, elapsed: Duration, error: bool) {
+        if let Some(id) = CommandId::of(name) {
+            self.observe_command_at(id, elapsed, error);
+        }
+    }
+
+    /// The command with id `id` ran for `elapsed` and replied with an error
+    /// or not: its `raftis_commands_total` and
+    /// `raftis_command_duration_seconds` series.
+    pub fn observe_command_at(&self, id: CommandId, elapsed: Duration, error: bool) {
+        self.commands.observe(id, elapsed.as_secs_f64(), error);
     }
 
     /// Raft reports `leader` in `term`: counts a leader change when that is
@@ -555,6 +680,94 @@ mod tests {
         }
         assert!(text.contains("# TYPE raftis_raft_term gauge"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    /// The command series as the `Family`s they replaced encoded the same
+    /// calls: the same samples, value for value.
+    #[test]
+    fn command_series_encode_as_families_did() {
+        let calls: [(&'static str, u64, bool); 7] = [
+            ("get", 3, false),
+            ("get", 9, false),
+            ("set", 10, false),
+            ("set", 10_000, true),
+            ("client|list", 700, false),
+            ("incr", 20, true),
+            ("set", 7_000_000, false),
+        ];
+        let m = Metrics::new(1);
+        let mut reference = Registry::with_prefix("raftis");
+        let commands = Family::<CommandResultLabels, Counter>::default();
+        reference.register(
+            "commands",
+            "Commands executed, by command name and result (ok, error)",
+            commands.clone(),
+        );
+        let durations: HistogramFamily<CommandLabels> =
+            Family::new_with_constructor(request_buckets);
+        reference.register(
+            "command_duration_seconds",
+            "Time to execute a command on this node, including its replication or read \
+             barrier, by command name",
+            durations.clone(),
+        );
+        for (name, micros, error) in calls {
+            let elapsed = Duration::from_micros(micros);
+            m.observe_command(name, elapsed, error);
+            let result = if error { "error" } else { "ok" };
+            commands
+                .get_or_create(&CommandResultLabels {
+                    command: name,
+                    result,
+                })
+                .inc();
+            durations
+                .get_or_create(&CommandLabels { command: name })
+                .observe(elapsed.as_secs_f64());
+        }
+        let ours = m.encode(&live(), Format::Prometheus).unwrap();
+        let mut theirs = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut theirs, &reference).unwrap();
+        let command_lines = |text: &str| {
+            let mut v: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains("raftis_command"))
+                .map(str::to_owned)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(command_lines(&ours), command_lines(&theirs));
+        assert!(!command_lines(&ours).is_empty());
+        // OpenMetrics too.
+        let ours = m.encode(&live(), Format::OpenMetrics).unwrap();
+        let mut theirs = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut theirs, &reference).unwrap();
+        assert_eq!(command_lines(&ours), command_lines(&theirs));
+    }
+
+    #[test]
+    fn command_series_count_every_call_from_many_threads() {
+        let m = Metrics::new(1);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for i in 0..1_000u64 {
+                        m.observe_command("get", Duration::from_micros(i % 50), i % 10 == 0);
+                    }
+                });
+            }
+        });
+        let text = m.encode(&live(), Format::Prometheus).unwrap();
+        let samples = lines(&text);
+        for expected in [
+            "raftis_commands_total{command=\"get\",result=\"ok\"} 3600",
+            "raftis_commands_total{command=\"get\",result=\"error\"} 400",
+            "raftis_command_duration_seconds_count{command=\"get\"} 4000",
+            "raftis_command_duration_seconds_bucket{command=\"get\",le=\"+Inf\"} 4000",
+        ] {
+            assert!(samples.contains(&expected), "no {expected:?} in:\n{text}");
+        }
     }
 
     #[test]

@@ -1,0 +1,179 @@
+//! Fsyncing fjall's journal without holding its writer lock.
+//!
+//! `Database::persist(SyncAll)` flushes the journal's buffer and fsyncs the
+//! file while holding the journal's writer lock, so every write to the
+//! database (log appends on the Raft core's path, state-machine batches)
+//! waits for the whole fsync. [`JournalSync::sync`] does the two halves
+//! separately: `persist(Buffer)` hands the buffered bytes to the kernel under
+//! the lock (a `write(2)`), then the fsync runs on this type's own handle to
+//! the active journal file, with the lock free. Writes made meanwhile land in
+//! the page cache and wait for the next group fsync; the ones handed over
+//! before the fsync are covered by it, because fsync flushes the file's data
+//! whichever descriptor asks.
+//!
+//! Which file is active: fjall 3 names its journals `<id>.jnl` in the
+//! database directory, with ids counting up, and seals the active journal
+//! with a full fsync before it creates the next one (`Writer::rotate`). So
+//! after the buffer flush, the newest `<id>.jnl` is either the file holding
+//! those bytes or its successor, whose creation already made them durable.
+//! This relies on fjall's on-disk layout; the version is pinned in Cargo.toml
+//! and a test below checks the layout, so an upgrade that changes it fails
+//! loudly rather than silently skipping fsyncs.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, PersistMode};
+
+/// An fsync handle on the active journal of one fjall database.
+pub struct JournalSync {
+    dir: PathBuf,
+    /// The newest journal seen: its id and an open handle.
+    active: Option<(u64, File)>,
+}
+
+impl JournalSync {
+    /// A syncer for the database whose directory is `dir` (the one given to
+    /// `Database::builder`).
+    #[must_use]
+    pub fn new(dir: &Path) -> Self {
+        JournalSync {
+            dir: dir.to_path_buf(),
+            active: None,
+        }
+    }
+
+    /// Makes every write to `db` made before this call durable.
+    ///
+    /// # Errors
+    /// A failed buffer flush or fsync (the database is then poisoned by
+    /// fjall for the flush; the caller must treat the writes as lost), or no
+    /// journal file found in the directory.
+    pub fn sync(&mut self, db: &Database) -> io::Result<()> {
+        db.persist(PersistMode::Buffer).map_err(io::Error::other)?;
+        self.active_file()?.sync_data()
+    }
+
+    /// The newest journal file, reopened when fjall has rotated past the one
+    /// held.
+    fn active_file(&mut self) -> io::Result<&File> {
+        let newest = match &self.active {
+            None => newest_journal(&self.dir)?,
+            Some((id, _)) => {
+                let mut id = *id;
+                while journal_path(&self.dir, id + 1).exists() {
+                    id += 1;
+                }
+                id
+            }
+        };
+        if self.active.as_ref().map(|(id, _)| *id) != Some(newest) {
+            let file = File::open(journal_path(&self.dir, newest))?;
+            self.active = Some((newest, file));
+        }
+        match &self.active {
+            Some((_, file)) => Ok(file),
+            None => Err(io::Error::other("no journal file open")),
+        }
+    }
+}
+
+fn journal_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id}.jnl"))
+}
+
+/// The highest journal id in `dir`.
+fn newest_journal(dir: &Path) -> io::Result<u64> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".jnl"))
+            .and_then(|n| n.parse::<u64>().ok());
+        newest = newest.max(id);
+    }
+    newest.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no fjall journal (<id>.jnl) in {}", dir.display()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjall::KeyspaceCreateOptions;
+
+    /// `len` bytes that do not compress (fjall LZ4-compresses big journal
+    /// entries), from a xorshift sequence.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    /// The layout this module relies on: writes go to the newest `<id>.jnl`
+    /// and have reached it (through the kernel) once `sync` returns. (fjall
+    /// preallocates journals, so the file's length says nothing.)
+    #[test]
+    fn sync_hands_writes_to_the_newest_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
+        let mut sync = JournalSync::new(dir.path());
+        // Below fjall's 4 KiB journal compression threshold: stored as is.
+        let value = noise(4000, 1);
+        ks.insert("key", value.clone()).unwrap();
+        sync.sync(&db).unwrap();
+        let id = sync.active.as_ref().unwrap().0;
+        assert_eq!(id, newest_journal(dir.path()).unwrap());
+        let journal = std::fs::read(journal_path(dir.path(), id)).unwrap();
+        assert!(
+            journal.windows(value.len()).any(|w| w == value.as_slice()),
+            "the value is not in journal {id}"
+        );
+    }
+
+    /// After fjall rotates its journal (at a memtable flush, once the
+    /// journal passes 64 MB), the next sync follows to the new file.
+    #[test]
+    fn sync_follows_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
+        let mut sync = JournalSync::new(dir.path());
+        ks.insert("a", "1").unwrap();
+        sync.sync(&db).unwrap();
+        let first = sync.active.as_ref().unwrap().0;
+        for i in 0..17u64 {
+            ks.insert(i.to_be_bytes(), noise(4 << 20, i + 2)).unwrap();
+        }
+        ks.rotate_memtable_and_wait().unwrap();
+        let value = noise(4000, 99);
+        ks.insert("b", value.clone()).unwrap();
+        sync.sync(&db).unwrap();
+        let now = sync.active.as_ref().unwrap().0;
+        assert!(
+            now > first,
+            "still syncing journal {first} after a rotation"
+        );
+        let journal = std::fs::read(journal_path(dir.path(), now)).unwrap();
+        assert!(journal.windows(value.len()).any(|w| w == value.as_slice()));
+    }
+
+    #[test]
+    fn a_directory_without_journal_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = JournalSync::new(dir.path()).active_file().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}

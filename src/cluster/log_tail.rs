@@ -1,0 +1,204 @@
+//! The newest Raft log entries, kept decoded in memory.
+//!
+//! After an entry is appended, openraft reads it back at least twice on the
+//! leader (once per follower to replicate it, once to apply it) and once on
+//! a follower (to apply it). Served from fjall, each read is a range scan of
+//! the log keyspace's memtable plus a postcard decode. [`LogTail`] holds the
+//! last entries appended, in index order, so those reads are a clone (the
+//! payload's keys and values are reference-counted `Bytes`).
+//!
+//! The log store keeps it exactly in step with the log on disk: every
+//! appended entry is pushed after its write succeeded, a truncation or purge
+//! drops the same indexes here, and a read is answered from the tail only
+//! when the tail holds the whole range; anything older (a follower catching
+//! up from far behind, a restart) is read from fjall. The tail is bounded by
+//! entries and by encoded bytes, evicting the oldest first.
+
+use std::collections::VecDeque;
+use std::ops::{Bound, RangeBounds};
+
+use super::types::Entry;
+
+/// Most entries the tail keeps.
+pub const MAX_ENTRIES: usize = 8192;
+/// Most encoded bytes the tail keeps (a big value is evicted soon).
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// A contiguous run of the newest log entries.
+#[derive(Default)]
+pub struct LogTail {
+    /// Index of `entries[0]`.
+    first: u64,
+    /// Entries with their encoded size.
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl LogTail {
+    /// Adds the entry appended after the current last one; `size` is its
+    /// encoded length. An entry that does not follow the last (never the
+    /// case when truncations go through [`LogTail::truncate_from`]) starts a
+    /// new run rather than leave a gap.
+    pub fn push(&mut self, entry: Entry, size: usize) {
+        let index = entry.log_id.index;
+        if self.entries.is_empty() || index != self.end() {
+            self.clear();
+            self.first = index;
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > MAX_ENTRIES || self.bytes > MAX_BYTES {
+            self.pop_front();
+        }
+    }
+
+    /// Drops the entries at `index` and after.
+    pub fn truncate_from(&mut self, index: u64) {
+        while self.end() > index.max(self.first) {
+            match self.entries.pop_back() {
+                Some((_, size)) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Drops the entries at `index` and before.
+    pub fn purge_through(&mut self, index: u64) {
+        while !self.entries.is_empty() && self.first <= index {
+            self.pop_front();
+        }
+    }
+
+    /// The entries in `range` when the tail holds every one of them
+    /// (an unbounded end means through the last entry).
+    #[must_use]
+    pub fn get(&self, range: &impl RangeBounds<u64>) -> Option<Vec<Entry>> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.checked_add(1)?,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.checked_add(1)?,
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => self.end(),
+        };
+        if start >= end {
+            return Some(Vec::new());
+        }
+        if start < self.first || end > self.end() {
+            return None;
+        }
+        let from = usize::try_from(start - self.first).ok()?;
+        let to = usize::try_from(end - self.first).ok()?;
+        Some(
+            self.entries
+                .range(from..to)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+
+    /// One past the last index held.
+    fn end(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+            self.first += 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::types::LogId;
+    use openraft::EntryPayload;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(
+                openraft::impls::leader_id_adv::LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    fn tail(range: std::ops::RangeInclusive<u64>) -> LogTail {
+        let mut t = LogTail::default();
+        for i in range {
+            t.push(entry(i), 10);
+        }
+        t
+    }
+
+    #[test]
+    fn serves_only_ranges_it_holds_whole() {
+        let t = tail(5..=9);
+        assert_eq!(indexes(t.get(&(5..=9))), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(indexes(t.get(&(7..))), Some(vec![7, 8, 9]));
+        assert_eq!(indexes(t.get(&(6..8))), Some(vec![6, 7]));
+        assert_eq!(indexes(t.get(&(4..=6))), None, "4 is not held");
+        assert_eq!(indexes(t.get(&(8..=10))), None, "10 is not held");
+        assert_eq!(indexes(t.get(&(..7))), None, "unbounded start");
+        assert_eq!(indexes(t.get(&(8..8))), Some(vec![]));
+        assert_eq!(indexes(LogTail::default().get(&(1..))), None);
+    }
+
+    #[test]
+    fn truncation_and_purge_drop_the_same_indexes_as_the_log() {
+        let mut t = tail(1..=10);
+        t.truncate_from(8);
+        assert_eq!(indexes(t.get(&(1..))), Some((1..=7).collect()));
+        t.push(entry(8), 10);
+        assert_eq!(indexes(t.get(&(6..))), Some(vec![6, 7, 8]));
+        t.purge_through(3);
+        assert_eq!(indexes(t.get(&(3..))), None);
+        assert_eq!(indexes(t.get(&(4..))), Some((4..=8).collect()));
+        t.truncate_from(1);
+        assert_eq!(indexes(t.get(&(4..))), None);
+        assert_eq!(t.bytes, 0);
+    }
+
+    #[test]
+    fn a_gap_starts_a_new_run() {
+        let mut t = tail(1..=3);
+        t.push(entry(7), 10);
+        assert_eq!(indexes(t.get(&(7..))), Some(vec![7]));
+        assert_eq!(indexes(t.get(&(3..))), None);
+    }
+
+    #[test]
+    fn bounded_by_entries_and_bytes() {
+        let mut t = LogTail::default();
+        for i in 1..=(MAX_ENTRIES as u64 + 5) {
+            t.push(entry(i), 1);
+        }
+        assert_eq!(t.entries.len(), MAX_ENTRIES);
+        assert_eq!(t.first, 6);
+        t.push(entry(MAX_ENTRIES as u64 + 6), MAX_BYTES);
+        assert_eq!(t.entries.len(), 1, "a huge entry evicts the rest");
+        t.push(entry(MAX_ENTRIES as u64 + 7), 1);
+        assert_eq!(t.entries.len(), 1, "and is evicted by the next");
+        assert!(t.bytes <= MAX_BYTES);
+    }
+}

@@ -1,0 +1,161 @@
+//! How this node's fjall database is opened and its keyspaces created: the
+//! memory the engine may hold and how much it replays after a restart.
+//!
+//! A node's memory beyond its connections is mostly fjall's: the block cache
+//! (`storage.cache_size_mb`, shared by every keyspace) and one memtable per
+//! keyspace, where writes wait until they are flushed to a table on disk
+//! (`storage.memtable_size_mb` each). The journal holds every write that no
+//! table holds yet; a restart reads it back into memtables, so small
+//! memtables also keep restarts short. fjall rotates a memtable that grows
+//! past its size and flushes it in the background; the journal is capped at
+//! [`MAX_JOURNAL_BYTES`], past which fjall flushes the keyspaces that keep
+//! its oldest file alive.
+//!
+//! Data flows one way: the cluster layer builds [`EngineOptions`] from the
+//! configuration, opens the database with [`EngineOptions::open_database`],
+//! and hands the same options to [`crate::storage::Store::open`] and the
+//! Raft log store, which create their keyspaces with
+//! [`EngineOptions::keyspace`]. fjall records a keyspace's memtable size
+//! when the keyspace is created: keyspaces made before a change of
+//! `memtable_size_mb` keep their size, except the data generation, which
+//! every `FLUSHALL` and snapshot install replaces (and [`flush_memtables`]
+//! bounds what any of them holds across a restart anyway).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fjall::{Database, KeyspaceCreateOptions};
+
+use super::StorageError;
+
+/// Default `storage.cache_size_mb`, in bytes.
+pub const DEFAULT_CACHE_SIZE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Default `storage.memtable_size_mb`, in bytes. fjall's own default is
+/// 64 MiB per keyspace, and a node has four busy ones (data, expiry index,
+/// Raft log, metadata): up to 256 MiB of memtables (more while sealed ones
+/// wait for their flush), over what Redis needs for a million small keys,
+/// and a journal of that size to replay on restart.
+pub const DEFAULT_MEMTABLE_SIZE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Cap on the journal's size on disk (fjall's minimum; its default is
+/// 512 MiB). Past it, fjall flushes the keyspaces whose unflushed writes
+/// keep the oldest journal file, so a restart after a crash never reads
+/// back more than this.
+pub const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The engine's memory settings (`[storage]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Block cache, bytes (`storage.cache_size_mb`).
+    pub cache_size_bytes: u64,
+    /// Largest memtable of each keyspace before it is flushed, bytes
+    /// (`storage.memtable_size_mb`).
+    pub memtable_size_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            cache_size_bytes: DEFAULT_CACHE_SIZE_BYTES,
+            memtable_size_bytes: DEFAULT_MEMTABLE_SIZE_BYTES,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// Opens (or creates) the fjall database in `dir` with this block cache
+    /// and the journal cap.
+    ///
+    /// # Errors
+    /// Any fjall error (an unreadable or locked directory, a corrupt journal).
+    pub fn open_database(&self, dir: &Path) -> Result<Database, StorageError> {
+        Ok(Database::builder(dir)
+            .cache_size(self.cache_size_bytes)
+            .max_journaling_size(MAX_JOURNAL_BYTES)
+            .open()?)
+    }
+
+    /// Options for a keyspace created now: this memtable size, fjall's
+    /// defaults otherwise.
+    #[must_use]
+    pub fn keyspace(&self) -> KeyspaceCreateOptions {
+        KeyspaceCreateOptions::default().max_memtable_size(self.memtable_size_bytes)
+    }
+}
+
+/// Flushes every keyspace's memtable of `db` to tables on disk and waits
+/// for the flushes, at most until `deadline`, so that the next open has
+/// nothing in the journal to read back into memory: a node stopping cleanly
+/// calls this once nothing writes any more. Returns whether everything was
+/// flushed in time. Whatever is not flushed stays in the journal, so
+/// nothing is lost either way: the next start replays it.
+///
+/// # Errors
+/// Any fjall error while rotating a memtable.
+pub fn flush_memtables(db: &Database, deadline: Instant) -> Result<bool, StorageError> {
+    let mut keyspaces = Vec::new();
+    for name in db.list_keyspace_names() {
+        let keyspace = db.keyspace(&name, KeyspaceCreateOptions::default)?;
+        keyspace.rotate_memtable()?;
+        keyspaces.push(keyspace);
+    }
+    // A flush that fails (a full disk) is retried by fjall's workers
+    // forever: poll with a deadline rather than wait for it.
+    while keyspaces.iter().any(|k| k.sealed_memtable_count() > 0) {
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(FLUSH_POLL);
+    }
+    Ok(true)
+}
+
+/// How often [`flush_memtables`] checks whether the flushes are done.
+const FLUSH_POLL: Duration = Duration::from_millis(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspaces_take_the_memtable_size_and_flushes_empty_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EngineOptions {
+            cache_size_bytes: 1024 * 1024,
+            memtable_size_bytes: 1024 * 1024,
+        };
+        let db = options.open_database(dir.path()).unwrap();
+        assert_eq!(db.cache_capacity(), 1024 * 1024);
+        let keyspace = db.keyspace("k", || options.keyspace()).unwrap();
+        // 4 MiB through a 1 MiB memtable: fjall rotates and flushes it on
+        // its own, so the unflushed bytes stay near the memtable size.
+        for i in 0..4096u32 {
+            keyspace.insert(i.to_be_bytes(), vec![7u8; 1024]).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while db.write_buffer_size() > 2 * 1024 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "memtables never flushed: {} bytes",
+                db.write_buffer_size()
+            );
+            std::thread::yield_now();
+        }
+        assert!(keyspace.table_count() > 0);
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        assert!(flush_memtables(&db, deadline).unwrap());
+        assert_eq!(db.write_buffer_size(), 0, "everything is in tables");
+        drop(keyspace);
+        drop(db);
+        let db = options.open_database(dir.path()).unwrap();
+        assert_eq!(
+            db.write_buffer_size(),
+            0,
+            "nothing read back from the journal"
+        );
+        let keyspace = db.keyspace("k", || options.keyspace()).unwrap();
+        assert_eq!(keyspace.len().unwrap(), 4096);
+    }
+}
