@@ -46,9 +46,10 @@
 #                   redis-always
 #   SCENARIOS       scenarios to run, default "c50 c1 p16 d4096"
 #   TESTS           redis-benchmark tests, default "set,get,incr,mset"
-#   REQUESTS        requests per run (-n), default 100000
-#   REQUESTS_C1     requests per run of scenario c1, default 10000
-#   REQUESTS_D4096  requests per run of scenario d4096, default 10000
+#   REQUESTS        requests per run (-n), default 30000 (about 5 min
+#                   for everything on a quiet 2-core machine)
+#   REQUESTS_C1     requests per run of scenario c1, default 3000
+#   REQUESTS_D4096  requests per run of scenario d4096, default 5000
 #   RUN_TIMEOUT     seconds one redis-benchmark run may take, default 300
 #   BENCH_DIR       parent of the temp data dirs, default $TMPDIR or /tmp;
 #                   every target's data lives there, on one filesystem, so
@@ -83,9 +84,9 @@ COMMAND_LINE="${SETTINGS[*]}${SETTINGS[*]:+ }benches/compare.sh"
 read -r -a TARGETS <<<"${TARGETS:-$ALL_TARGETS}"
 read -r -a SCENARIOS <<<"${SCENARIOS:-$ALL_SCENARIOS}"
 IFS=, read -r -a TESTS <<<"${TESTS:-set,get,incr,mset}"
-REQUESTS=${REQUESTS:-100000}
-REQUESTS_C1=${REQUESTS_C1:-10000}
-REQUESTS_D4096=${REQUESTS_D4096:-10000}
+REQUESTS=${REQUESTS:-30000}
+REQUESTS_C1=${REQUESTS_C1:-3000}
+REQUESTS_D4096=${REQUESTS_D4096:-5000}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 KEYSPACE=100000
 

@@ -336,6 +336,12 @@ impl Cluster {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.raft.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: opts.raft.max_in_snapshot_log_to_keep,
             enable_pre_vote: Some(true),
+            // Replicate an entry as soon as it is in the leader's log, not
+            // after the leader's own fsync: the two run side by side, which
+            // takes one fsync off a write's latency (one client's SET p50:
+            // 0.89 -> 0.57 ms, benches/RESULTS.md). Safe: the leader counts
+            // itself toward the quorum only once its fsync is done.
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         }
         .validate()
