@@ -61,6 +61,7 @@
 # Needs redis-server, redis-cli and redis-benchmark (Debian: redis-server,
 # redis-tools), python3 (to find free ports) and, without RAFTIS_BIN, cargo.
 set -Eeuo pipefail
+BENCHES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Decimal points in awk's and printf's numbers, whatever the caller's locale.
 export LC_ALL=C
 
@@ -143,27 +144,9 @@ trap 'exit 130' INT TERM
 # set -e exits without a word; say which command failed (-E: in functions too).
 trap 'echo "compare: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
-# N distinct free ports on 127.0.0.1 (all held until every one is chosen).
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-held = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    held.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in held))
-EOF
-}
-
-# Polls "$@" until it succeeds, for at most $1 seconds.
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do
-        if ((SECONDS >= deadline)); then return 1; fi
-        sleep 0.1
-    done
-}
+# free_ports, wait_for.
+# shellcheck source=benches/common.sh
+source "$BENCHES/common.sh"
 
 # Polls "$@" until it succeeds, for at most $1 seconds, giving up early
 # when a process of the target being started has exited.

@@ -44,6 +44,7 @@
 #
 # Needs redis-server, redis-cli, redis-benchmark, curl and python3.
 set -Eeuo pipefail
+BENCHES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 read -r -a PARTS <<<"${PARTS:-rss growth restart snapshot}"
 KEYS=${KEYS:-1000000}
@@ -99,27 +100,9 @@ trap 'echo "memory: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 say() { echo "memory: $*" >&2; }
 
-# N distinct free ports on 127.0.0.1 (all held until every one is chosen).
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-held = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    held.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in held))
-EOF
-}
-
-# Polls "$@" until it succeeds, for at most $1 seconds.
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do
-        if ((SECONDS >= deadline)); then return 1; fi
-        sleep 0.1
-    done
-}
+# free_ports, wait_for.
+# shellcheck source=benches/common.sh
+source "$BENCHES/common.sh"
 
 # A field of INFO (all sections) of the server on port $1, or nothing.
 info_field() {
@@ -223,7 +206,7 @@ wait_settled() {
     while ((SECONDS < deadline)); do
         now=""
         for port in "$@"; do now+="$(info_field "$port" last_applied) "; done
-        if [[ $now == "$last" && $(tr ' ' '\n' | sort -u | grep -c . <<<"$now") == 1 ]]; then return 0; fi
+        if [[ $now == "$last" && $(tr ' ' '\n' <<<"$now" | sort -u | grep -c .) == 1 ]]; then return 0; fi
         last=$now
         sleep 1
     done
@@ -354,12 +337,14 @@ part_growth() {
 
 # Restarts the node (data dir $1, ports $2 $3 $4) and sets RESTART_S (exec
 # to serving) and RESTART_CPU (CPU seconds by then).
+# shellcheck disable=SC2178,SC2128 # locals, not the callers' arrays of ports
 restart_once() {
     local dir=$1 resp=$2 peer=$3 http=$4 started
     started=$(date +%s.%N)
     start_node 1 "$dir" "$resp" "$peer" "$http"
     local pid=$NODE_PID deadline=$((SECONDS + 120))
-    until ready "$http" && [[ $(redis-cli -p "$resp" GET key:000000000042 2>/dev/null | head -c 3) == xxx ]]; do
+    # Loaded, so present (redis-benchmark's SETs may have rewritten it).
+    until ready "$http" && [[ -n $(redis-cli -p "$resp" GET key:000000000042 2>/dev/null) ]]; do
         ((SECONDS < deadline)) || { say "restarted node never served"; tail -n 20 "$dir.log" >&2; return 1; }
         sleep 0.01
     done

@@ -33,6 +33,7 @@
 #
 # Needs redis-cli, redis-benchmark and python3 (to find free ports).
 set -Eeuo pipefail
+BENCHES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-100000}
@@ -73,27 +74,9 @@ trap 'exit 130' INT TERM
 # set -e exits without a word; say which command failed (-E: in functions too).
 trap 'echo "trace_overhead: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
-# N distinct free ports on 127.0.0.1 (all held until every one is chosen).
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-held = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    held.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in held))
-EOF
-}
-
-# Polls "$@" until it succeeds, for at most $1 seconds.
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do
-        if ((SECONDS >= deadline)); then return 1; fi
-        sleep 0.1
-    done
-}
+# free_ports, wait_for.
+# shellcheck source=benches/common.sh
+source "$BENCHES/common.sh"
 
 # Prints the RESP port of the node that says it leads, if all agree on one.
 leader_port() {
