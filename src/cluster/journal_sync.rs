@@ -12,10 +12,12 @@
 //! whichever descriptor asks.
 //!
 //! Which file is active: fjall 3 names its journals `<id>.jnl` in the
-//! database directory, with ids counting up, and seals the active journal
-//! with a full fsync before it creates the next one (`Writer::rotate`). So
-//! after the buffer flush, the newest `<id>.jnl` is either the file holding
-//! those bytes or its successor, whose creation already made them durable.
+//! database directory, with ids counting up, seals the active journal with
+//! a full fsync before it creates the next one (`Writer::rotate`), and
+//! deletes sealed journals once their memtables are flushed. So after the
+//! buffer flush, the newest `<id>.jnl` is either the file holding those
+//! bytes or a successor, whose creation already made them durable; it is
+//! looked up afresh for every group.
 //! This relies on fjall's on-disk layout; the version is pinned in Cargo.toml
 //! and a test below checks the layout, so an upgrade that changes it fails
 //! loudly rather than silently skipping fsyncs.
@@ -31,6 +33,10 @@ pub struct JournalSync {
     dir: PathBuf,
     /// The newest journal seen: its id and an open handle.
     active: Option<(u64, File)>,
+    /// The first failed fsync, repeated from then on: after a failed fsync
+    /// the kernel may have dropped the dirty pages, and a later fsync on the
+    /// same file can succeed without them.
+    failed: Option<String>,
 }
 
 impl JournalSync {
@@ -41,39 +47,52 @@ impl JournalSync {
         JournalSync {
             dir: dir.to_path_buf(),
             active: None,
+            failed: None,
         }
     }
 
     /// Makes every write to `db` made before this call durable.
     ///
     /// # Errors
-    /// A failed buffer flush or fsync (the database is then poisoned by
-    /// fjall for the flush; the caller must treat the writes as lost), or no
-    /// journal file found in the directory.
+    /// A failed buffer flush (fjall then poisons the database) or fsync
+    /// (every later call fails too: the caller must treat the writes as
+    /// lost), or no journal file found in the directory.
     pub fn sync(&mut self, db: &Database) -> io::Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(io::Error::other(format!(
+                "an earlier journal fsync failed: {why}"
+            )));
+        }
         db.persist(PersistMode::Buffer).map_err(io::Error::other)?;
-        self.active_file()?.sync_data()
+        let result = self.sync_active();
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
     }
 
-    /// The newest journal file, reopened when fjall has rotated past the one
-    /// held.
-    fn active_file(&mut self) -> io::Result<&File> {
-        let newest = match &self.active {
-            None => newest_journal(&self.dir)?,
-            Some((id, _)) => {
-                let mut id = *id;
-                while journal_path(&self.dir, id + 1).exists() {
-                    id += 1;
+    /// Fsyncs the newest journal file. Looked up on every call (a
+    /// `read_dir` of a handful of entries, once per group): fjall may have
+    /// rotated more than once since the last call and deleted the journals
+    /// in between, so counting up from the held id could stop short.
+    fn sync_active(&mut self) -> io::Result<()> {
+        let newest = newest_journal(&self.dir)?;
+        match &self.active {
+            Some((id, _)) if *id == newest => {}
+            _ => {
+                // The writes handed over may still be in the journal held
+                // until now, should a rotation have failed half-way (the new
+                // file created, the writer still on the old one): sync it
+                // once more before moving on.
+                if let Some((_, previous)) = &self.active {
+                    previous.sync_data()?;
                 }
-                id
+                let file = File::open(journal_path(&self.dir, newest))?;
+                self.active = Some((newest, file));
             }
-        };
-        if self.active.as_ref().map(|(id, _)| *id) != Some(newest) {
-            let file = File::open(journal_path(&self.dir, newest))?;
-            self.active = Some((newest, file));
         }
         match &self.active {
-            Some((_, file)) => Ok(file),
+            Some((_, file)) => file.sync_data(),
             None => Err(io::Error::other("no journal file open")),
         }
     }
@@ -170,10 +189,38 @@ mod tests {
         assert!(journal.windows(value.len()).any(|w| w == value.as_slice()));
     }
 
+    /// Two rotations between syncs, the journal in between already
+    /// deleted by fjall: the sync still lands on the newest journal.
+    #[test]
+    fn sync_follows_two_rotations_past_a_deleted_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
+        let mut sync = JournalSync::new(dir.path());
+        ks.insert("a", "1").unwrap();
+        sync.sync(&db).unwrap();
+        let first = sync.active.as_ref().unwrap().0;
+        for round in 0..2u64 {
+            for i in 0..17u64 {
+                ks.insert(i.to_be_bytes(), noise(4 << 20, round * 100 + i + 2))
+                    .unwrap();
+            }
+            ks.rotate_memtable_and_wait().unwrap();
+        }
+        let value = noise(4000, 7);
+        ks.insert("b", value.clone()).unwrap();
+        sync.sync(&db).unwrap();
+        let held = sync.active.as_ref().unwrap().0;
+        assert!(held >= first + 2, "held journal {held}, started at {first}");
+        assert_eq!(held, newest_journal(dir.path()).unwrap());
+        let journal = std::fs::read(journal_path(dir.path(), held)).unwrap();
+        assert!(journal.windows(value.len()).any(|w| w == value.as_slice()));
+    }
+
     #[test]
     fn a_directory_without_journal_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = JournalSync::new(dir.path()).active_file().unwrap_err();
+        let err = JournalSync::new(dir.path()).sync_active().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }

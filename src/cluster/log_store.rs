@@ -122,7 +122,7 @@ impl LogStore {
         std::thread::Builder::new()
             .name("raftis-log-fsync".into())
             .spawn(move || run_flusher(&flush_db, journal, &rx, &flush_telemetry))?;
-        Ok(LogStore {
+        let store = LogStore {
             inner: Arc::new(Inner {
                 db: db.clone(),
                 log,
@@ -131,7 +131,9 @@ impl LogStore {
                 tracer: telemetry.tracer.clone(),
                 tail: Mutex::new(LogTail::default()),
             }),
-        })
+        };
+        store.remove_purge_leftovers()?;
+        Ok(store)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
@@ -195,21 +197,11 @@ impl LogStore {
     /// # Errors
     /// Any fjall error, or a key that is not an index.
     pub(crate) fn index_bounds(&self) -> Result<(Option<u64>, Option<u64>), io::Error> {
-        let index = |key: &[u8]| -> Result<u64, io::Error> {
-            let bytes: [u8; 8] = key
-                .try_into()
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad log key"))?;
-            Ok(u64::from_be_bytes(bytes))
-        };
         let first = match self.inner.log.first_key_value() {
-            Some(guard) => Some(index(&guard.key().map_err(io::Error::other)?)?),
+            Some(guard) => Some(index_of(&guard.key().map_err(io::Error::other)?)?),
             None => None,
         };
-        let last = match self.inner.log.last_key_value() {
-            Some(guard) => Some(index(&guard.key().map_err(io::Error::other)?)?),
-            None => None,
-        };
-        Ok((first, last))
+        Ok((first, self.last_index()?))
     }
 
     /// Removes every entry whose index is in `range`, in one batch.
@@ -220,6 +212,38 @@ impl LogStore {
             batch.remove(&self.inner.log, key);
         }
         batch.commit().map_err(io::Error::other)
+    }
+
+    /// The last index in the log, `None` when it is empty.
+    fn last_index(&self) -> Result<Option<u64>, io::Error> {
+        match self.inner.log.last_key_value() {
+            Some(guard) => Ok(Some(index_of(&guard.key().map_err(io::Error::other)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes entries at or below the recorded purge that a crash between
+    /// a purge's record and its deletion left behind (nothing reads them,
+    /// but they take space and make INFO's first log index wrong). Run once
+    /// at open: it reads the log's first key, which is slow behind the
+    /// tombstones of earlier purges.
+    fn remove_purge_leftovers(&self) -> Result<(), io::Error> {
+        let Some(purged) = self.get_meta::<LogId>(KEY_PURGED)? else {
+            return Ok(());
+        };
+        let (Some(first), Some(last)) = self.index_bounds()? else {
+            return Ok(());
+        };
+        let to = last.min(purged.index);
+        if first <= to {
+            tracing::info!(
+                first,
+                to,
+                "removing log entries left behind by an interrupted purge"
+            );
+            self.remove_indexes(first..=to)?;
+        }
+        Ok(())
     }
 
     /// Removes the entries at `indexes`, in one batch. Unlike
@@ -359,6 +383,14 @@ fn traced_entry(tracer: &NodeTracer, entry: &Entry) -> Option<TracedEntry> {
 
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+/// The index a log key stands for.
+fn index_of(key: &[u8]) -> Result<u64, io::Error> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad log key"))?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
@@ -527,19 +559,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // could rebuild it is gone; the one after makes the deletion itself
         // durable, so a restart never finds a purged id above the last entry
         // (which openraft refuses as an inverted log).
-        // Entries a crash left behind a recorded purge (between the record
-        // and the deletion) stay on disk unread: below the purged id nothing
-        // is ever asked for.
+        // Deleted by index, from the previous purge to the last entry
+        // present (a snapshot installed on a lagging follower purges far past
+        // its log's end: no tombstones for entries that never existed).
+        // Entries a crash left behind a recorded purge go at the next start
+        // (`remove_purge_leftovers`).
         let from = match self.get_meta::<LogId>(KEY_PURGED)? {
             Some(purged) => purged.index + 1,
             None => self.index_bounds()?.0.unwrap_or(log_id.index + 1),
         };
+        let to = self.last_index()?.map_or(0, |last| last.min(log_id.index));
         self.put_meta(KEY_PURGED, &log_id)?;
         self.tail().purge_through(log_id.index);
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             store.sync()?;
-            store.remove_indexes(from..=log_id.index)?;
+            if from <= to {
+                store.remove_indexes(from..=to)?;
+            }
             store.sync()
         })
         .await

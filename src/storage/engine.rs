@@ -7,9 +7,9 @@
 //! (`storage.memtable_size_mb` each). The journal holds every write that no
 //! table holds yet; a restart reads it back into memtables, so small
 //! memtables also keep restarts short. fjall rotates a memtable that grows
-//! past its size and flushes it in the background; the journal is capped at
-//! [`MAX_JOURNAL_BYTES`], past which fjall flushes the keyspaces that keep
-//! its oldest file alive.
+//! past its size and flushes it in the background; sealed journals are
+//! capped at [`MAX_JOURNAL_BYTES`], past which fjall flushes the keyspaces
+//! that keep the oldest file alive.
 //!
 //! Data flows one way: the cluster layer builds [`EngineOptions`] from the
 //! configuration, opens the database with [`EngineOptions::open_database`],
@@ -38,10 +38,11 @@ pub const DEFAULT_CACHE_SIZE_BYTES: u64 = 32 * 1024 * 1024;
 /// and a journal of that size to replay on restart.
 pub const DEFAULT_MEMTABLE_SIZE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Cap on the journal's size on disk (fjall's minimum; its default is
-/// 512 MiB). Past it, fjall flushes the keyspaces whose unflushed writes
-/// keep the oldest journal file, so a restart after a crash never reads
-/// back more than this.
+/// Cap on the sealed journals' size on disk (fjall's minimum; its default
+/// is 512 MiB). Past it, fjall flushes the keyspaces whose unflushed writes
+/// keep the oldest journal file alive. The active journal comes on top (fjall
+/// rotates it at a flush once it passes 64 MB), so a restart after a crash
+/// may read back about twice this.
 pub const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The engine's memory settings (`[storage]` in the configuration).
