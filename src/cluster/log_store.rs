@@ -500,10 +500,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let count = appended_entries.len();
         // Written on the caller's task: the fsync runs without fjall's journal
         // lock (see journal_sync.rs), so this write only copies the entries
-        // into the memtable and the journal buffer. It completes before
-        // `append` returns, as openraft requires (appended entries must be
-        // readable at once).
-        batch.commit().map_err(io::Error::other)?;
+        // into the memtable and the journal buffer; unless fjall may hold it
+        // back (flushes lagging), then on a blocking thread, so that the
+        // runtime's other tasks (heartbeats among them) go on. It completes
+        // before `append` returns, as openraft requires (appended entries must
+        // be readable at once).
+        if crate::storage::write_may_stall(&self.inner.log) {
+            tokio::task::spawn_blocking(move || batch.commit())
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+        } else {
+            batch.commit().map_err(io::Error::other)?;
+        }
         {
             let mut tail = self.tail();
             for (entry, size) in appended_entries {

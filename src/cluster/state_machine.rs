@@ -584,7 +584,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // task: the log's group fsync does not hold fjall's journal lock
         // (journal_sync.rs), so the write only fills the memtable and the
         // journal buffer, and a hop to a blocking thread would cost more
-        // than it saves.
+        // than it saves; unless fjall may hold writes back now.
         let mut run = Vec::new();
         let mut responders = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
@@ -596,7 +596,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let traced = self.start_apply_traces(&run);
         let entries = run.len();
-        let (results, clock) = apply_run(&self.store, &run)?;
+        let (results, clock) = if self.store.write_may_stall() {
+            let store = self.store.clone();
+            blocking(move || apply_run(&store, &run)).await?
+        } else {
+            apply_run(&self.store, &run)?
+        };
         let applied = SystemTime::now();
         self.clock.fetch_max(clock, Ordering::AcqRel);
         for (responder, result) in responders.into_iter().zip(results) {

@@ -24,7 +24,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fjall::{Database, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use super::StorageError;
 
@@ -83,6 +83,22 @@ impl EngineOptions {
     pub fn keyspace(&self) -> KeyspaceCreateOptions {
         KeyspaceCreateOptions::default().max_memtable_size(self.memtable_size_bytes)
     }
+}
+
+/// Sealed memtables waiting for their flush at which a write to a keyspace
+/// may be made to wait (fjall sleeps writers while 4 or more are sealed).
+const SEALED_MEMTABLES_STALL: usize = 2;
+/// Level-0 tables at which a write may be made to wait (fjall stalls
+/// writers from 20).
+const L0_TABLES_STALL: usize = 16;
+
+/// Whether a write to `keyspace` may block for a while now (fjall's
+/// backpressure while flushes or compactions lag): callers that write on an
+/// async runtime's thread move such a write to a blocking thread.
+#[must_use]
+pub fn write_may_stall(keyspace: &Keyspace) -> bool {
+    keyspace.sealed_memtable_count() >= SEALED_MEMTABLES_STALL
+        || keyspace.l0_table_count() >= L0_TABLES_STALL
 }
 
 /// Flushes every keyspace's memtable of `db` to tables on disk and waits

@@ -46,7 +46,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 pub use apply::{ApplyBatch, MAX_STRING_LEN};
 pub use encoding::Kind;
-pub use engine::EngineOptions;
+pub use engine::{write_may_stall, EngineOptions};
 pub use error::StorageError;
 pub use glob::glob_match;
 pub use number::parse_i64;
@@ -234,6 +234,16 @@ impl Store {
     /// Any fjall error while rotating a memtable.
     pub fn flush_memtables(&self, deadline: std::time::Instant) -> Result<bool, StorageError> {
         engine::flush_memtables(&self.db, deadline)
+    }
+
+    /// Whether an apply batch written now may block for a while (see
+    /// [`write_may_stall`]).
+    #[must_use]
+    pub fn write_may_stall(&self) -> bool {
+        let generation = self.current();
+        engine::write_may_stall(&generation.data)
+            || engine::write_may_stall(&generation.expiry)
+            || engine::write_may_stall(&self.meta)
     }
 
     fn current(&self) -> Arc<Generation> {
