@@ -162,10 +162,11 @@ mod tests {
         );
     }
 
-    /// After fjall rotates its journal (at a memtable flush, once the
-    /// journal passes 64 MB), the next sync follows to the new file.
-    #[test]
-    fn sync_follows_a_rotation() {
+    /// Syncs, makes fjall rotate its journal `rotations` times (each: past
+    /// 64 MB, then a memtable flush; fjall deletes the sealed journals once
+    /// flushed), writes a value and syncs again: that sync must hold the
+    /// newest journal, with the value in it.
+    fn sync_across_rotations(rotations: u64) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::builder(dir.path()).open().unwrap();
         let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
@@ -173,48 +174,35 @@ mod tests {
         ks.insert("a", "1").unwrap();
         sync.sync(&db).unwrap();
         let first = sync.active.as_ref().unwrap().0;
-        for i in 0..17u64 {
-            ks.insert(i.to_be_bytes(), noise(4 << 20, i + 2)).unwrap();
-        }
-        ks.rotate_memtable_and_wait().unwrap();
-        let value = noise(4000, 99);
-        ks.insert("b", value.clone()).unwrap();
-        sync.sync(&db).unwrap();
-        let now = sync.active.as_ref().unwrap().0;
-        assert!(
-            now > first,
-            "still syncing journal {first} after a rotation"
-        );
-        let journal = std::fs::read(journal_path(dir.path(), now)).unwrap();
-        assert!(journal.windows(value.len()).any(|w| w == value.as_slice()));
-    }
-
-    /// Two rotations between syncs, the journal in between already
-    /// deleted by fjall: the sync still lands on the newest journal.
-    #[test]
-    fn sync_follows_two_rotations_past_a_deleted_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::builder(dir.path()).open().unwrap();
-        let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
-        let mut sync = JournalSync::new(dir.path());
-        ks.insert("a", "1").unwrap();
-        sync.sync(&db).unwrap();
-        let first = sync.active.as_ref().unwrap().0;
-        for round in 0..2u64 {
+        for round in 0..rotations {
             for i in 0..17u64 {
                 ks.insert(i.to_be_bytes(), noise(4 << 20, round * 100 + i + 2))
                     .unwrap();
             }
             ks.rotate_memtable_and_wait().unwrap();
         }
-        let value = noise(4000, 7);
+        let value = noise(4000, 99);
         ks.insert("b", value.clone()).unwrap();
         sync.sync(&db).unwrap();
         let held = sync.active.as_ref().unwrap().0;
-        assert!(held >= first + 2, "held journal {held}, started at {first}");
+        assert!(
+            held >= first + rotations,
+            "holding journal {held} after {rotations} rotation(s) from {first}"
+        );
         assert_eq!(held, newest_journal(dir.path()).unwrap());
         let journal = std::fs::read(journal_path(dir.path(), held)).unwrap();
         assert!(journal.windows(value.len()).any(|w| w == value.as_slice()));
+    }
+
+    #[test]
+    fn sync_follows_a_rotation() {
+        sync_across_rotations(1);
+    }
+
+    /// The journal in between is deleted by the time of the second sync.
+    #[test]
+    fn sync_follows_two_rotations_past_a_deleted_journal() {
+        sync_across_rotations(2);
     }
 
     #[test]
