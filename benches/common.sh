@@ -23,3 +23,16 @@ wait_for() {
         sleep 0.1
     done
 }
+
+# Stops the processes "$@" with SIGTERM, waiting up to STOP_GRACE seconds
+# (default 20: a node flushes its storage and queued spans on the way out),
+# then with SIGKILL; reaps them.
+stop() {
+    kill -TERM "$@" 2>/dev/null || true
+    local deadline=$((SECONDS + ${STOP_GRACE:-20})) pid
+    for pid in "$@"; do
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}

@@ -144,7 +144,7 @@ trap 'exit 130' INT TERM
 # set -e exits without a word; say which command failed (-E: in functions too).
 trap 'echo "compare: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
-# free_ports, wait_for.
+# free_ports, wait_for, stop.
 # shellcheck source=benches/common.sh
 source "$BENCHES/common.sh"
 
@@ -202,18 +202,6 @@ cluster_ready() {
 # The Raft term of the node at RESP port $1, or "?".
 term_of() {
     raft_info "$1" | sed -n 's/^term://p' | grep . || echo '?'
-}
-
-# Stops the processes "$@" with SIGTERM, waiting up to 20 s, then with
-# SIGKILL; reaps them.
-stop() {
-    kill -TERM "$@" 2>/dev/null || true
-    local deadline=$((SECONDS + 20)) pid
-    for pid in "$@"; do
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
 }
 
 # Starts a target ($1) in a fresh dir under $WORK; sets TARGET_PORTS (RESP

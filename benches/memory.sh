@@ -100,7 +100,7 @@ trap 'echo "memory: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 say() { echo "memory: $*" >&2; }
 
-# free_ports, wait_for.
+# free_ports, wait_for, stop.
 # shellcheck source=benches/common.sh
 source "$BENCHES/common.sh"
 
@@ -128,16 +128,8 @@ cpu_of() {
     awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-# Stops the processes "$@" with SIGTERM, waiting up to 30 s, then SIGKILL.
-stop() {
-    kill -TERM "$@" 2>/dev/null || true
-    local deadline=$((SECONDS + 30)) pid
-    for pid in "$@"; do
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
+# Nodes holding many keys flush their memtables when they stop.
+STOP_GRACE=30
 
 # Writes keys key:<$2..$3) with values of $4 bytes to the server on port
 # $1, exactly, as MSETs of LOAD_BATCH keys over LOAD_PIPES connections.

@@ -74,7 +74,7 @@ trap 'exit 130' INT TERM
 # set -e exits without a word; say which command failed (-E: in functions too).
 trap 'echo "trace_overhead: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
-# free_ports, wait_for.
+# free_ports, wait_for, stop.
 # shellcheck source=benches/common.sh
 source "$BENCHES/common.sh"
 
@@ -89,18 +89,6 @@ leader_port() {
         fi
     done
     return 1
-}
-
-# Stops the processes "$@" with SIGTERM, waiting up to 20 s (a node flushes
-# its queued spans on the way out), then with SIGKILL; reaps them.
-stop() {
-    kill -TERM "$@" 2>/dev/null || true
-    local deadline=$((SECONDS + 20)) pid
-    for pid in "$@"; do
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
 }
 
 # The Raft term node $1 (a RESP port) is in, or "?".
