@@ -311,3 +311,74 @@ async fn pipelined_writes_through_a_follower_apply_in_order() {
         assert_eq!(log, expected, "node {id}");
     }
 }
+
+/// Writes proposed together on the leader share log entries (the proposer
+/// combines them), and each writer still gets its own result, in the order
+/// the writes were made; a connection's pipelined group inside a combined
+/// entry keeps its shape. One runtime thread, so every write below is
+/// queued before the proposer runs and the combining is certain.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_writes_share_entries_and_each_gets_its_own_result() {
+    use bytes::Bytes;
+    use raftis::cluster::op::{Op, OpResult};
+
+    let cluster = Cluster::start(3, NodeTuning::default()).await;
+    let leader = cluster.wait_for_leader().await;
+    let api = cluster.api(leader);
+    let incr = || Op::IncrBy {
+        key: Bytes::from_static(b"shared"),
+        delta: 1,
+    };
+    // Settle: the leader's first entries are behind us.
+    api.write(incr()).await.unwrap();
+    let before = cluster.status(leader).last_log_index;
+
+    const WRITERS: i64 = 200;
+    let writes = (0..WRITERS).map(|i| {
+        let op = incr();
+        Box::pin(async move {
+            if i % 10 == 9 {
+                // A connection's pipelined pair: one result per op.
+                let key = Bytes::from(format!("own-{i}"));
+                api.write_batch(vec![
+                    op,
+                    Op::Append {
+                        key,
+                        value: Bytes::from_static(b"x"),
+                    },
+                ])
+                .await
+                .unwrap()
+            } else {
+                vec![api.write(op).await.unwrap()]
+            }
+        })
+    });
+    let results = futures::future::join_all(writes).await;
+
+    let counter: Vec<i64> = results
+        .iter()
+        .map(|r| match r[0] {
+            OpResult::Integer(n) => n,
+            ref other => panic!("INCR answered {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        counter,
+        (2..WRITERS + 2).collect::<Vec<_>>(),
+        "in write order"
+    );
+    for (i, r) in results.iter().enumerate() {
+        if i % 10 == 9 {
+            assert_eq!(r.len(), 2);
+            assert_eq!(r[1], OpResult::Integer(1), "APPEND of writer {i}");
+        } else {
+            assert_eq!(r.len(), 1);
+        }
+    }
+    let entries = cluster.status(leader).last_log_index - before;
+    assert!(
+        entries < 10,
+        "{WRITERS} writes made {entries} entries: they were not combined"
+    );
+}

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
-use openraft::impls::ProgressResponder;
+use openraft::errors::{LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
 
 use super::network::{PeerChannel, Peers};
 use super::op::{Op, OpResult};
 use super::rpc::RemoteError;
-use super::types::{LogId, Raft, StampedOp};
+use super::types::{LogId, Raft};
 use crate::telemetry::trace::{attr, ActiveSpan};
 use crate::telemetry::TraceParent;
 use opentelemetry::trace::SpanKind;
@@ -36,6 +35,8 @@ pub struct Core {
     pub request_timeout: Duration,
     /// The highest leader stamp applied here (see `StateMachine::applied_clock`).
     pub applied_clock: Arc<AtomicU64>,
+    /// Combines concurrent writes into one entry (`proposer.rs`).
+    pub proposer: super::proposer::Proposer,
     /// Read-index rounds (`read.rs`).
     pub read_batch: super::read::ReadIndexBatch,
     /// Free disk space: refuses writes when low (`disk_guard.rs`).
@@ -94,17 +95,18 @@ impl Core {
         Some(self.peers.channel(node_id, &member.peer_addr))
     }
 
-    /// Hands `op` to Raft on this node, which must be the leader, stamping
-    /// it with this node's clock. Proposals enter Raft in the order this is
-    /// called (so one client's pipelined writes keep their order); the
-    /// returned future waits for the entry to be applied.
+    /// Hands `op` to Raft on this node, which must be the leader; the
+    /// proposer stamps it with this node's clock and may carry it in one
+    /// entry with other writes (`proposer.rs`). Proposals enter Raft in the
+    /// order this is called (so one client's pipelined writes keep their
+    /// order); the returned future waits for the entry to be applied.
     ///
     /// # Errors
     /// `Unavailable` when Raft has stopped (nothing proposed). The returned
-    /// future fails with `NotLeader` (nothing proposed: safe to retry
-    /// elsewhere) or `Unknown` when the entry may have been appended but its
-    /// fate was not seen within the request timeout.
-    pub async fn submit_local(
+    /// future fails with `NotLeader` or `Unavailable` (nothing proposed:
+    /// safe to retry elsewhere) or `Unknown` when the entry may have been
+    /// appended but its fate was not seen within the request timeout.
+    pub fn submit_local(
         &self,
         op: Op,
     ) -> Result<
@@ -119,21 +121,19 @@ impl Core {
             SpanKind::Internal,
             Vec::new(),
         );
-        // Never stamp behind what was applied: a new leader whose clock is
-        // behind the old one's must not make time run backwards for TTLs.
-        let stamped = StampedOp {
-            now_ms: self.clock_ms(),
-            op,
-            trace: span.as_ref().and_then(ActiveSpan::parent),
-        };
-        let (responder, outcome) = ProgressResponder::complete_only();
         let proposed = Instant::now();
-        if let Err(e) = self.raft.client_write_ff(stamped, Some(responder)).await {
-            if let Some(span) = &span {
-                span.not_done("unavailable");
+        let outcome = match self
+            .proposer
+            .submit(op, span.as_ref().and_then(ActiveSpan::parent))
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Some(span) = &span {
+                    span.not_done(e.kind());
+                }
+                return Err(e);
             }
-            return Err(RemoteError::Unavailable(format!("raft stopped: {e}")));
-        }
+        };
         let timeout = self.request_timeout;
         let metrics = self.telemetry.metrics.clone();
         Ok(async move {
@@ -142,18 +142,16 @@ impl Core {
                     "commit not seen within the request timeout".into(),
                 )),
                 Ok(Err(_)) => Err(RemoteError::Unknown("raft dropped the proposal".into())),
-                Ok(Ok(Ok(resp))) => {
+                Ok(Ok(Ok(committed))) => {
                     metrics.observe_commit(proposed.elapsed());
                     if let Some(span) = &span {
-                        span.set(KeyValue::new(attr::LOG_INDEX, as_i64(resp.log_id.index())));
-                        span.set(KeyValue::new(attr::LOG_TERM, as_i64(term_of(&resp.log_id))));
+                        let log_id = &committed.log_id;
+                        span.set(KeyValue::new(attr::LOG_INDEX, as_i64(log_id.index())));
+                        span.set(KeyValue::new(attr::LOG_TERM, as_i64(term_of(log_id))));
                     }
-                    Ok(resp.data)
+                    Ok(committed.result)
                 }
-                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(RemoteError::NotLeader {
-                    leader: f.leader_id,
-                }),
-                Ok(Ok(Err(e))) => Err(RemoteError::Unknown(e.to_string())),
+                Ok(Ok(Err(e))) => Err(e),
             };
             if let (Some(span), Err(e)) = (&span, &result) {
                 if e.nothing_done() {
@@ -171,7 +169,7 @@ impl Core {
     /// # Errors
     /// As [`Core::submit_local`].
     pub async fn propose_local(&self, op: Op) -> Result<OpResult, RemoteError> {
-        self.submit_local(op).await?.await
+        self.submit_local(op)?.await
     }
 
     /// Confirms leadership with a quorum and returns the index through which

@@ -786,7 +786,11 @@ fn outcome<T>(
 /// this node removed if a committed membership that follows one with this
 /// node in it leaves it out. Runs for the life of the node.
 pub(super) async fn watch_membership(core: Arc<Core>) {
-    let mut metrics = core.raft.metrics();
+    // The server metrics change with leader, vote and membership only; the
+    // full metrics change with every commit, and would wake this task (and
+    // allocate below) once per write.
+    use openraft::vote::RaftLeaderId as _;
+    let mut metrics = core.raft.server_metrics();
     let mut seen_log_index = None;
     let mut was_member = false;
     let mut known: BTreeMap<u64, String> = BTreeMap::new();
@@ -801,16 +805,15 @@ pub(super) async fn watch_membership(core: Arc<Core>) {
                 match seen_leader {
                     Some(leader) => tracing::info!(
                         leader,
-                        term = m.current_term,
+                        term = m.vote.leader_id().term(),
                         this_node = leader == core.id,
                         "leader elected"
                     ),
-                    None => tracing::info!(term = m.current_term, "no leader"),
+                    None => tracing::info!(term = m.vote.leader_id().term(), "no leader"),
                 }
             }
             let membership = m.membership_config.membership();
-            let committed = m.membership_config.log_id().as_ref().map_or(0, |l| l.index)
-                <= m.local_committed.as_ref().map_or(0, |l| l.index);
+            let committed = m.committed_membership_config.log_id() == m.membership_config.log_id();
             (
                 m.membership_config.log_id().as_ref().map(|l| l.index),
                 membership.voter_ids().collect::<Vec<u64>>(),

@@ -75,6 +75,7 @@ pub mod log_tail;
 pub mod membership;
 pub mod network;
 pub mod op;
+pub mod proposer;
 pub mod read;
 pub mod rpc;
 pub mod rpc_server;
@@ -375,12 +376,14 @@ impl Cluster {
             source: io::Error::other(e),
         })?;
 
+        let proposer = proposer::Proposer::start(raft.clone(), applied_clock.clone());
         let core = Arc::new(Core {
             id: opts.id,
             raft,
             peers,
             snapshot_dir,
             request_timeout: opts.request_timeout,
+            proposer,
             applied_clock,
             read_batch: read::ReadIndexBatch::default(),
             disk,
@@ -486,16 +489,17 @@ impl Cluster {
         &self,
         mut seen: impl FnMut(u64, Option<u64>) + Send + 'static,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut metrics = self.core.raft.metrics();
+        // The server metrics change with leader, vote and membership only
+        // (the full metrics with every commit); their channel closes when
+        // Raft stops, fatal error or not.
+        let mut metrics = self.core.raft.server_metrics();
         async move {
             loop {
-                let (term, leader, running) = {
+                let (term, leader) = {
+                    use openraft::vote::RaftLeaderId as _;
                     let m = metrics.borrow_watched();
-                    (m.current_term, m.current_leader, m.running_state.is_ok())
+                    (m.vote.leader_id().term(), m.current_leader)
                 };
-                if !running {
-                    return;
-                }
                 seen(term, leader);
                 if metrics.changed().await.is_err() {
                     return;

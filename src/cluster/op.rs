@@ -195,14 +195,40 @@ pub enum Op {
     /// only those still expired at the stamped time, so a key SET again in
     /// between survives.
     ExpireKeys(Vec<Bytes>),
-    /// Consecutive writes pipelined on one connection, proposed as one log
-    /// entry so that they apply in the order sent and a retry after a
-    /// refused proposal retries all of them or none. Replies with an array
-    /// of each op's result. Never nested.
+    /// Several writes in one log entry, applied in the order given, all or
+    /// none: a connection's consecutive pipelined writes (so a retry after a
+    /// refused proposal retries all of them or none), and the leader's
+    /// proposer combining writes that arrived together (`proposer.rs`).
+    /// Replies with an array of each op's result. Never nested.
     Batch(Vec<Op>),
 }
 
 impl Op {
+    /// The bytes of keys and values the write carries: what it adds to a
+    /// log entry, less a few bytes of framing per field.
+    #[must_use]
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Op::Set { key, value, .. }
+            | Op::SetNx { key, value }
+            | Op::Append { key, value }
+            | Op::SetRange { key, value, .. }
+            | Op::IncrByFloat { key, delta: value } => key.len() + value.len(),
+            Op::GetDel(key)
+            | Op::GetEx { key, .. }
+            | Op::IncrBy { key, .. }
+            | Op::Expire { key, .. }
+            | Op::Persist(key) => key.len(),
+            Op::Rename { from, to, .. } => from.len() + to.len(),
+            Op::MSet(pairs) | Op::MSetNx(pairs) => {
+                pairs.iter().map(|(k, v)| k.len() + v.len()).sum()
+            }
+            Op::Del(keys) | Op::ExpireKeys(keys) => keys.iter().map(Bytes::len).sum(),
+            Op::FlushAll => 0,
+            Op::Batch(ops) => ops.iter().map(Op::payload_len).sum(),
+        }
+    }
+
     /// How many keys the write names (a trace attribute).
     #[must_use]
     pub fn key_count(&self) -> usize {

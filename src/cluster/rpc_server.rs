@@ -27,7 +27,6 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use super::core::{as_i64, now_ms, Core};
 use super::rpc::{codec, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError};
 use crate::telemetry::trace::{attr, ActiveSpan};
-use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
@@ -142,11 +141,10 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                     &[],
                 );
                 let submitted = match &span {
-                    None => core.submit_local(op).await,
+                    None => core.submit_local(op),
                     Some(span) => {
+                        let _attached = span.context().clone().attach();
                         core.submit_local(op)
-                            .with_context(span.context().clone())
-                            .await
                     }
                 };
                 // Proposed here, in arrival order, so that one client's

@@ -151,6 +151,11 @@ impl Cluster {
         self.node(id).node().cluster.status()
     }
 
+    /// Node `id`'s cluster API (writes and reads below the RESP layer).
+    pub fn api(&self, id: u64) -> &raftis::cluster::Cluster {
+        &self.node(id).node().cluster
+    }
+
     pub fn key_count(&self, id: u64) -> u64 {
         self.node(id).node().store.key_count()
     }
