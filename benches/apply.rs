@@ -14,63 +14,25 @@
 //! path differs only by one channel send per entry after the batch commits.
 //! Throughput is entries applied.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::EntryPayload;
-use raftis::cluster::op::{SetCondition, SetExpiry};
 use raftis::cluster::state_machine::StateMachine;
-use raftis::cluster::types::{Entry, StampedOp, TypeConfig};
-use raftis::cluster::Op;
-use raftis::storage::{EngineOptions, Store};
+use raftis::cluster::types::TypeConfig;
 use raftis::telemetry::Telemetry;
-
-/// Distinct keys the SETs cycle through.
-const KEYS: u64 = 100_000;
-
-/// The committed entry at `index` of term 1: a SET with a 64-byte value.
-fn set_entry(index: u64) -> Entry {
-    let op = Op::Set {
-        key: Bytes::from(format!("key:{:012}", index % KEYS)),
-        value: Bytes::from_static(&[b'x'; 64]),
-        condition: SetCondition::Always,
-        expiry: SetExpiry::Clear,
-        get: false,
-    };
-    Entry {
-        log_id: openraft::LogId::new(
-            openraft::impls::leader_id_adv::LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        ),
-        payload: EntryPayload::Normal(StampedOp {
-            now_ms: 1_700_000_000_000,
-            op,
-            trace: None,
-        }),
-    }
-}
+use support::{set_entry, TempDatabase, KEYS};
 
 fn apply(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let engine = EngineOptions::default();
-    let db = engine
-        .open_database(&dir.path().join("db"))
-        .expect("database");
-    let store = Arc::new(Store::open(db, &engine).expect("store"));
+    let rt = support::runtime();
+    let database = TempDatabase::open();
+    let store = Arc::new(database.store());
     let sm = StateMachine::open(
         store.clone(),
-        dir.path().join("snapshots"),
+        database.snapshot_dir(),
         Telemetry::untraced(1),
     )
     .expect("state machine");
@@ -110,11 +72,7 @@ fn apply(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs, so that `cargo bench` of every file takes minutes on a
-    // 2-core machine; `cargo bench -- --measurement-time 10` asks for more.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::short_runs(Duration::from_secs(3));
     targets = apply
 }
 criterion_main!(benches);

@@ -4,52 +4,25 @@
 //! or read (`command::exec`'s `resolve` and `prepare`): look the name up in
 //! the command table (`command::table::lookup_entry`, case-insensitive),
 //! check that it is no container command, check its arity, and, for a write, run
-//! its parse function over an [`Args`] cursor to get the replicated
-//! [`Op`](raftis::cluster::Op). A read (GET) is ready once resolved: its key
-//! is taken by the read handler after the read barrier. The bench drives
-//! those same public table and parse functions in the executor's order; the
-//! per-command stats the executor records around them are not included.
+//! its parse function over an [`Args`](raftis::command::Args) cursor to get
+//! the replicated [`Op`](raftis::cluster::Op). A read (GET) is ready once
+//! resolved: its key is taken by the read handler after the read barrier.
+//! The bench drives those same public table and parse functions in the
+//! executor's order (`support::prepare`, which the read bench uses too);
+//! the per-command stats the executor records around them are not
+//! included.
 //!
 //! The argument vectors are built outside the timed part (the decoder makes
 //! them, `benches/resp.rs` times that). Throughput is commands parsed.
+
+mod support;
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use raftis::cluster::Op;
-use raftis::command::table::lookup_entry;
-use raftis::command::{Args, Handler};
-
-/// The argument vector of `parts`, as the decoder produces it.
-fn argv(parts: &[&[u8]]) -> Vec<Bytes> {
-    parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
-}
-
-/// What a request parses into: a write's operation, or a resolved read.
-enum Ready {
-    Write(Op),
-    Read(Args),
-}
-
-/// Resolves and parses one request the way the executor does; panics on a
-/// request the table refuses, since every bench input is valid.
-fn parse(argv: Vec<Bytes>) -> Ready {
-    let entry = lookup_entry(&argv[0]).expect("bench command is in the table");
-    assert!(!entry.is_container(), "not a container command");
-    let spec = entry.spec;
-    assert!(spec.arity_ok(argv.len()), "bench request has a valid arity");
-    let mut args = Args::new(argv);
-    match spec.handler {
-        Handler::Write(parse) => match parse(&mut args) {
-            Ok(op) => Ready::Write(op),
-            Err(reply) => panic!("bench request refused: {reply:?}"),
-        },
-        Handler::Read(_) => Ready::Read(args),
-        Handler::Server(_) | Handler::Admin(_) => panic!("bench command is not a read or write"),
-    }
-}
+use support::{argv, prepare, Prepared};
 
 fn command_parse(c: &mut Criterion) {
     let value = [b'x'; 64];
@@ -75,9 +48,9 @@ fn command_parse(c: &mut Criterion) {
         group.bench_function(*name, |b| {
             b.iter_batched(
                 || request.clone(),
-                |argv| match parse(argv) {
-                    Ready::Write(op) => black_box(op).key_count(),
-                    Ready::Read(args) => black_box(args).remaining(),
+                |argv| match prepare(argv) {
+                    Prepared::Write(op) => black_box(op).key_count(),
+                    Prepared::Read(_, args) => black_box(args).remaining(),
                 },
                 BatchSize::SmallInput,
             );
@@ -88,11 +61,7 @@ fn command_parse(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs, so that `cargo bench` of every file takes minutes on a
-    // 2-core machine; `cargo bench -- --measurement-time 10` asks for more.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2));
+    config = support::short_runs(Duration::from_secs(2));
     targets = command_parse
 }
 criterion_main!(benches);

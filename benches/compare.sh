@@ -132,7 +132,8 @@ WORK=$(mktemp -d "$BENCH_DIR/raftis-compare.XXXXXX")
 PIDS=()
 cleanup() {
     local pid
-    # TERM first: timeout(1) passes it on to the redis-benchmark it runs.
+    # TERM first: timeout(1) passes it on to the redis-benchmark it runs
+    # (in timeout's own process group, which a Ctrl-C does not reach).
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     sleep 0.2
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
@@ -269,11 +270,11 @@ bench_args() {
     esac
 }
 
-# One redis-benchmark run against RESP port $1 with arguments "${@:2}",
-# output to file $OUT; fails on a timeout, an error exit or no result row.
-bench_one() {
-    local port=$1 out=$OUT status=0 why; shift
-    timeout "$RUN_TIMEOUT" redis-benchmark -p "$port" "$@" >"$out" 2>&1 || status=$?
+# Whether the redis-benchmark run against RESP port $1 with arguments
+# "${@:3}", which exited with status $2 and wrote file $OUT, succeeded; says
+# why not on a timeout, an error exit or no result row.
+bench_ok() {
+    local port=$1 status=$2 out=$OUT why; shift 2
     if ((status == 124)); then
         why="timed out after $RUN_TIMEOUT s"
     elif ((status != 0)); then
@@ -283,7 +284,6 @@ bench_one() {
     else
         return 0
     fi
-    # One write, so that the parallel runs' reports do not interleave.
     printf 'compare: redis-benchmark -p %s %s %s; its last lines:\n%s\n' \
         "$port" "$*" "$why" "$(tail -n 5 "$out" | sed '/^"test"/d; s/^/    /')" >&2
     return 1
@@ -317,13 +317,18 @@ run_bench() {
             ;;
         *-spread) targets_ports=("${TARGET_PORTS[@]}") ;;
     esac
-    local i pids=() ok=1 t0=$SECONDS
+    local i pids=() ok=1 t0=$SECONDS status
+    # timeout(1) itself is the background job, so that PIDS holds its pid:
+    # it runs redis-benchmark in a process group of its own (out of reach
+    # of a terminal's Ctrl-C), and passes the exit trap's TERM on to it.
     for i in "${!targets_ports[@]}"; do
-        { OUT="$TARGET_DIR/bench.$i.csv" bench_one "${targets_ports[i]}" "${args[@]}" || exit 1; } &
+        timeout "$RUN_TIMEOUT" redis-benchmark -p "${targets_ports[i]}" "${args[@]}" \
+            >"$TARGET_DIR/bench.$i.csv" 2>&1 &
         pids+=($!); PIDS+=($!)
     done
     for i in "${!pids[@]}"; do
-        wait "${pids[i]}" || ok=""
+        status=0; wait "${pids[i]}" || status=$?
+        OUT="$TARGET_DIR/bench.$i.csv" bench_ok "${targets_ports[i]}" "$status" "${args[@]}" || ok=""
     done
     local rest=() pid
     for pid in "${PIDS[@]}"; do [[ " ${pids[*]} " == *" $pid "* ]] || rest+=("$pid"); done

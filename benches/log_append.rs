@@ -20,46 +20,18 @@
 //!
 //! fsync dominates and is noisy on a shared disk: few samples, short runs.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::type_config::TypeConfigExt;
-use openraft::EntryPayload;
 use raftis::cluster::log_store::LogStore;
-use raftis::cluster::op::{SetCondition, SetExpiry};
-use raftis::cluster::types::{Entry, StampedOp, TypeConfig};
-use raftis::cluster::Op;
-use raftis::storage::EngineOptions;
+use raftis::cluster::types::{Entry, TypeConfig};
 use raftis::telemetry::Telemetry;
-use tokio::runtime::Runtime;
-
-/// The log entry at `index` of term 1: a SET with a 64-byte value.
-fn set_entry(index: u64) -> Entry {
-    let op = Op::Set {
-        key: Bytes::from(format!("key:{:012}", index % 100_000)),
-        value: Bytes::from_static(&[b'x'; 64]),
-        condition: SetCondition::Always,
-        expiry: SetExpiry::Clear,
-        get: false,
-    };
-    Entry {
-        log_id: openraft::LogId::new(
-            openraft::impls::leader_id_adv::LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        ),
-        payload: EntryPayload::Normal(StampedOp {
-            now_ms: 1_700_000_000_000,
-            op,
-            trace: None,
-        }),
-    }
-}
+use support::{set_entry, TempDatabase};
 
 /// Appends `entries` and waits until the log store reports them durable.
 async fn append_durably(store: &mut LogStore, entries: Vec<Entry>) {
@@ -71,34 +43,22 @@ async fn append_durably(store: &mut LogStore, entries: Vec<Entry>) {
     rx.await.expect("flusher answers").expect("fsync");
 }
 
-/// A log store on a fresh database; the directory lives as long as it.
-fn open_log() -> (tempfile::TempDir, LogStore) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let engine = EngineOptions::default();
-    let db = engine
-        .open_database(&dir.path().join("db"))
-        .expect("database");
+/// A log store on a fresh database; the database lives as long as it.
+fn open_log() -> (TempDatabase, LogStore) {
+    let database = TempDatabase::open();
     let log = LogStore::open(
-        &db,
-        &dir.path().join("db"),
-        &engine,
+        &database.db,
+        &database.db_dir(),
+        &database.engine,
         &Telemetry::untraced(1),
     )
     .expect("log store");
-    (dir, log)
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    (database, log)
 }
 
 fn log_append(c: &mut Criterion) {
-    let rt = runtime();
-    let (_dir, log) = open_log();
+    let rt = support::runtime();
+    let (_database, log) = open_log();
     let next_index = AtomicU64::new(1);
     let mut group = c.benchmark_group("log_append");
     group.sample_size(10);
@@ -160,11 +120,7 @@ fn log_append(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs, so that `cargo bench` of every file takes minutes on a
-    // 2-core machine; `cargo bench -- --measurement-time 10` asks for more.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::short_runs(Duration::from_secs(3));
     targets = log_append
 }
 criterion_main!(benches);

@@ -140,7 +140,10 @@ load_keys() {
         lo=$((from + j * per)); hi=$((lo + per < to ? lo + per : to))
         ((lo < hi)) || continue
         python3 - "$lo" "$hi" "$size" "$LOAD_BATCH" <<'EOF' | redis-cli -p "$port" --pipe >"$WORK/load.$j.out" 2>&1 &
-import sys
+import signal, sys
+# Stop quietly, as a filter does, when redis-cli is gone (killed by the
+# exit trap, or failed).
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 lo, hi, size, batch = (int(a) for a in sys.argv[1:])
 out = sys.stdout.buffer
 value = b"$%d\r\n" % size + b"x" * size + b"\r\n"
@@ -157,10 +160,14 @@ for start in range(lo, hi, batch):
         chunk = []
 out.write(b"".join(chunk))
 EOF
-        loaders+=($!)
+        # $! is redis-cli's pid (the pipeline's last command): in PIDS, so
+        # that the exit trap stops it; python3 then ends on the closed pipe.
+        loaders+=($!); PIDS+=($!)
     done
-    local failed=0
+    local failed=0 rest=() pid
     for j in "${loaders[@]}"; do wait "$j" || failed=1; done
+    for pid in "${PIDS[@]}"; do [[ " ${loaders[*]} " == *" $pid "* ]] || rest+=("$pid"); done
+    PIDS=("${rest[@]}")
     if ((failed)) || grep -qs 'errors: [1-9]' "$WORK"/load.*.out; then
         cat "$WORK"/load.*.out >&2
         say "loading into port $port failed"

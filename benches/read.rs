@@ -19,17 +19,19 @@
 //! - `read_get/three_nodes/...`: the same on the leader and on a follower
 //!   of a three-node cluster, the peers talking over loopback TCP.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use raftis::command::{lookup, Args, Handler};
 use raftis::config::{Config, HostPort};
 use raftis::node::{Node, RunningNode};
 use raftis::server::Reply;
 use raftis::telemetry::Telemetry;
+use support::{argv, prepare, Prepared};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
@@ -144,32 +146,23 @@ impl InProcess {
 /// Writes [`KEY`] through the leader, parsed by the command table as a
 /// client's `SET` is.
 async fn write_key(leader: &Node) {
-    let spec = lookup(b"SET").expect("SET is in the table");
-    let Handler::Write(parse) = spec.handler else {
+    let Prepared::Write(op) = prepare(argv(&[b"SET", KEY, &VALUE])) else {
         panic!("SET is a write");
     };
-    let argv = vec![
-        Bytes::from_static(b"SET"),
-        Bytes::from_static(KEY),
-        Bytes::from_static(&VALUE),
-    ];
-    let op = parse(&mut Args::new(argv)).expect("SET parses");
     leader.cluster.write(op).await.expect("SET commits");
 }
 
-/// One linearizable GET of [`KEY`] as the executor runs it: the read
-/// barrier, then the table's GET handler over the node's store at the
-/// node's read clock.
+/// One linearizable GET of [`KEY`] as the executor runs it: resolved by
+/// the command table, the read barrier, then the GET handler over the
+/// node's store at the node's read clock.
 async fn linearizable_get(node: &Node) -> Reply {
-    let spec = lookup(b"GET").expect("GET is in the table");
-    let Handler::Read(read) = spec.handler else {
+    let Prepared::Read(read, mut args) = prepare(argv(&[b"GET", KEY])) else {
         panic!("GET is a read");
     };
     node.cluster
         .read_barrier(false)
         .await
         .expect("read barrier");
-    let mut args = Args::new(vec![Bytes::from_static(b"GET"), Bytes::from_static(KEY)]);
     read(&node.store, &mut args, node.cluster.read_clock_ms())
 }
 
@@ -224,11 +217,7 @@ fn bench_node(
 }
 
 fn read(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = support::runtime();
     let mut group = c.benchmark_group("read_get");
     group.sample_size(20);
 
@@ -252,11 +241,7 @@ fn read(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs, so that `cargo bench` of every file takes minutes on a
-    // 2-core machine; `cargo bench -- --measurement-time 10` asks for more.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2));
+    config = support::short_runs(Duration::from_secs(2));
     targets = read
 }
 criterion_main!(benches);

@@ -11,14 +11,36 @@
 //! shape (`+OK`, a 64-byte and a 4 KiB bulk string, an integer, a ten-element
 //! array of 64-byte bulks) into one output buffer, as a connection encodes a
 //! batch before its single flush. Throughput is replies encoded.
+//!
+//! Connection runs the server's own [`serve_connection`] loop (read, decode,
+//! execute, encode, write, repeat) over an in-memory stream that hands it
+//! 64 reads, each holding one `GET` or `SET` (as from 50 clients that do not
+//! pipeline) or a pipeline of 16 of them, then the end of the stream. The
+//! executor answers each request as a hit would (a 64-byte bulk for `GET`,
+//! `+OK` for `SET`) without running a command: what is measured is the
+//! front end's own cost per request, which `command_parse` and the `read`
+//! and `apply` benches leave out. Throughput is requests served.
+//!
+//! For instruction counts, which the machine's load does not move, run one
+//! benchmark under callgrind, e.g.
+//! `valgrind --tool=callgrind target/release/deps/resp-<hash> --bench
+//! '^resp_connection/get_x64_reads$' --profile-time 3`: the inclusive cost of
+//! `Runtime::block_on` divided by the calls of `Reply::encode` (one per
+//! request; `callgrind_annotate --inclusive=yes --tree=caller`) is the
+//! front end's instructions per request, and `RequestDecoder::decode`'s
+//! inclusive cost over the same count is the decoder's share.
 
 use std::hint::black_box;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use raftis::server::codec::{ProtocolLimits, RequestDecoder};
-use raftis::server::{Protocol, Reply};
+use raftis::server::connection::Closed;
+use raftis::server::{serve_connection, Executor, Protocol, Reply, Session};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A 64-byte value, as `redis-benchmark -d 64` sends.
 const VALUE_64: [u8; 64] = [b'x'; 64];
@@ -96,6 +118,135 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
+/// Answers `GET` with a 64-byte bulk and anything else with `+OK`, as a
+/// hit and a successful write would be answered, without running them.
+struct HitAnswers {
+    value: Bytes,
+}
+
+impl Executor for HitAnswers {
+    async fn execute_batch(
+        &self,
+        session: &mut Session,
+        requests: &mut Vec<Vec<Bytes>>,
+        out: &mut BytesMut,
+    ) {
+        for argv in requests.drain(..) {
+            let reply = if argv[0].eq_ignore_ascii_case(b"get") {
+                Reply::Bulk(self.value.clone())
+            } else {
+                Reply::ok()
+            };
+            reply.encode(session.reply_protocol(), out);
+        }
+    }
+}
+
+/// A client that sends one chunk per read (never more: a read returns at
+/// most the next chunk) and then closes; what it is sent is counted only.
+struct ScriptedClient {
+    chunks: std::vec::IntoIter<Bytes>,
+    received: usize,
+}
+
+impl AsyncRead for ScriptedClient {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        // Nothing left: a read of zero bytes, the end of the stream.
+        if let Some(chunk) = self.chunks.next() {
+            assert!(buf.remaining() >= chunk.len(), "read buffer too small");
+            buf.put_slice(&chunk);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ScriptedClient {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.received += buf.len();
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// One `GET key:<i>` request.
+fn get_request(i: usize) -> Vec<u8> {
+    let key = format!("key:{i:012}");
+    format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).into_bytes()
+}
+
+fn connection(c: &mut Criterion) {
+    const READS: usize = 64;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => panic!("no tokio runtime for the bench: {e}"),
+    };
+    let executor = HitAnswers {
+        value: Bytes::from_static(&VALUE_64),
+    };
+    // Made once: a session's server state builds the command table's stats.
+    let session = Session::detached();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut group = c.benchmark_group("resp_connection");
+    for (name, per_read) in [
+        ("get", 1usize),
+        ("set", 1),
+        ("get_pipeline_16", 16),
+        ("set_pipeline_16", 16),
+    ] {
+        let chunks: Vec<Bytes> = (0..READS)
+            .map(|r| {
+                let first = r * per_read;
+                let wire: Vec<u8> = if name.starts_with("get") {
+                    (first..first + per_read).flat_map(get_request).collect()
+                } else {
+                    pipelined_sets(per_read)
+                };
+                Bytes::from(wire)
+            })
+            .collect();
+        group.throughput(Throughput::Elements((READS * per_read) as u64));
+        group.bench_function(format!("{name}_x{READS}_reads"), |b| {
+            b.iter_batched(
+                || ScriptedClient {
+                    chunks: chunks.clone().into_iter(),
+                    received: 0,
+                },
+                |mut client| {
+                    let closed = runtime.block_on(serve_connection(
+                        &mut client,
+                        &executor,
+                        session.clone(),
+                        stop_rx.clone(),
+                    ));
+                    assert!(matches!(closed, Ok(Closed::Eof)), "{closed:?}");
+                    assert!(client.received > 0, "no replies");
+                    client.received
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     // Short runs, so that `cargo bench` of every file takes minutes on a
@@ -103,6 +254,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = decode, encode
+    targets = decode, encode, connection
 }
 criterion_main!(benches);

@@ -22,9 +22,12 @@ const EXIT_USAGE: u8 = 2;
 /// the request path, which allocates on several threads at once.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// [`ALLOCATOR`] as INFO's `mem_allocator` names it.
+const ALLOCATOR_NAME: &str = "mimalloc";
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    raftis::command::info::set_mem_allocator(ALLOCATOR_NAME);
     let cli = Cli::parse();
     if let Some(tool) = cli.tool.clone() {
         return raftis::tool::run(tool).await;

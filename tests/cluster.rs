@@ -331,13 +331,27 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_result() {
     };
     // Settle: the leader's first entries are behind us.
     api.write(incr()).await.unwrap();
+    api.write(Op::Append {
+        key: Bytes::from_static(b"text"),
+        value: Bytes::from_static(b"abc"),
+    })
+    .await
+    .unwrap();
     let before = cluster.status(leader).last_log_index;
 
     const WRITERS: i64 = 200;
+    const FAILING: i64 = 50;
     let writes = (0..WRITERS).map(|i| {
         let op = incr();
         Box::pin(async move {
-            if i % 10 == 9 {
+            if i == FAILING {
+                // An error result of one write leaves the others alone.
+                let op = Op::IncrBy {
+                    key: Bytes::from_static(b"text"),
+                    delta: 1,
+                };
+                vec![api.write(op).await.unwrap()]
+            } else if i % 10 == 9 {
                 // A connection's pipelined pair: one result per op.
                 let key = Bytes::from(format!("own-{i}"));
                 api.write_batch(vec![
@@ -356,16 +370,22 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_result() {
     });
     let results = futures::future::join_all(writes).await;
 
+    match &results[FAILING as usize][..] {
+        [OpResult::Error(e)] => assert!(e.starts_with("ERR value is not an integer"), "{e}"),
+        other => panic!("INCR of a string answered {other:?}"),
+    }
     let counter: Vec<i64> = results
         .iter()
-        .map(|r| match r[0] {
+        .enumerate()
+        .filter(|(i, _)| *i != FAILING as usize)
+        .map(|(_, r)| match r[0] {
             OpResult::Integer(n) => n,
             ref other => panic!("INCR answered {other:?}"),
         })
         .collect();
     assert_eq!(
         counter,
-        (2..WRITERS + 2).collect::<Vec<_>>(),
+        (2..WRITERS + 1).collect::<Vec<_>>(),
         "in write order"
     );
     for (i, r) in results.iter().enumerate() {

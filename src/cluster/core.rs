@@ -71,6 +71,19 @@ pub fn term_of(log_id: &LogId) -> u64 {
 
 pub(crate) use crate::telemetry::trace::as_i64;
 
+/// The term and leader that server metrics report, both from the vote they
+/// carry (the vote last made durable): their `current_leader` follows the
+/// in-memory vote, and paired with the durable vote's term it could name a
+/// new leader with the old term for a moment.
+pub(super) fn term_and_leader(
+    m: &openraft::metrics::RaftServerMetrics<super::types::TypeConfig>,
+) -> (u64, Option<u64>) {
+    use openraft::vote::RaftLeaderId as _;
+    let leader = m.vote.leader_id();
+    let id = m.vote.is_committed().then(|| *leader.node_id());
+    (leader.term(), id)
+}
+
 impl Core {
     /// This node's clock, but never behind the highest stamp applied here:
     /// the time used for new stamps and to hide expired keys on reads, so

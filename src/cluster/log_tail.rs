@@ -13,16 +13,34 @@
 //! when the tail holds the whole range; anything older (a follower catching
 //! up from far behind, a restart) is read from fjall. The tail is bounded by
 //! entries and by encoded bytes, evicting the oldest first.
+//!
+//! On the leader an entry's keys and values are slices of the connection
+//! read buffer the command arrived in (16 KiB or more), and a slice keeps
+//! its whole buffer alive: 8192 entries of a few bytes could hold ~128 MiB
+//! while counting as a few hundred KiB. So [`LogTail::push`] copies every
+//! key and value shorter than [`COPY_BELOW`] into its own allocation; only
+//! longer ones, which fill most of the buffer they came in, stay shared.
 
 use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};
 
+use bytes::Bytes;
+use openraft::EntryPayload;
+
+use super::op::Op;
 use super::types::Entry;
 
 /// Most entries the tail keeps.
 pub const MAX_ENTRIES: usize = 8192;
 /// Most encoded bytes the tail keeps (a big value is evicted soon).
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Keys and values shorter than this are copied when pushed, so that they
+/// do not pin the (larger) buffer they are a slice of. A connection reads
+/// into buffers of 16 to 64 KiB, bigger only after a request that needed
+/// the room (up to 1 MiB is kept for the next reads), so a longer value
+/// pins at most a few times its size. The copy is one memcpy next to the
+/// encoding and the journal write, which copy every entry anyway.
+pub const COPY_BELOW: usize = 64 * 1024;
 
 /// A contiguous run of the newest log entries.
 #[derive(Default)]
@@ -38,12 +56,19 @@ impl LogTail {
     /// Adds the entry appended after the current last one; `size` is its
     /// encoded length. An entry that does not follow the last (never the
     /// case when truncations go through [`LogTail::truncate_from`]) starts a
-    /// new run rather than leave a gap.
-    pub fn push(&mut self, entry: Entry, size: usize) {
+    /// new run rather than leave a gap. Its keys and values shorter than
+    /// [`COPY_BELOW`] are copied (see the module doc).
+    pub fn push(&mut self, mut entry: Entry, size: usize) {
         let index = entry.log_id.index;
         if self.entries.is_empty() || index != self.end() {
             self.clear();
             self.first = index;
+        }
+        // An entry over the bound is evicted right below: no use copying it.
+        if size <= MAX_BYTES {
+            if let EntryPayload::Normal(stamped) = &mut entry.payload {
+                unshare_op(&mut stamped.op);
+            }
         }
         self.entries.push_back((entry, size));
         self.bytes += size;
@@ -121,11 +146,55 @@ impl LogTail {
     }
 }
 
+/// Copies `op`'s keys and values shorter than [`COPY_BELOW`] into their own
+/// allocations. Every variant is listed (no catch-all) so that a new one
+/// carrying `Bytes` cannot be forgotten.
+fn unshare_op(op: &mut Op) {
+    match op {
+        Op::Set { key, value, .. }
+        | Op::SetNx { key, value }
+        | Op::Append { key, value }
+        | Op::SetRange { key, value, .. }
+        | Op::IncrByFloat { key, delta: value }
+        | Op::Rename {
+            from: key,
+            to: value,
+            ..
+        } => {
+            unshare(key);
+            unshare(value);
+        }
+        Op::MSet(pairs) | Op::MSetNx(pairs) => {
+            for (key, value) in pairs {
+                unshare(key);
+                unshare(value);
+            }
+        }
+        Op::GetDel(key)
+        | Op::GetEx { key, .. }
+        | Op::IncrBy { key, .. }
+        | Op::Expire { key, .. }
+        | Op::Persist(key) => unshare(key),
+        Op::Del(keys) | Op::ExpireKeys(keys) => keys.iter_mut().for_each(unshare),
+        Op::FlushAll => {}
+        Op::Batch(ops) => ops.iter_mut().for_each(unshare_op),
+    }
+}
+
+/// `bytes` in an allocation of its own when it is shorter than
+/// [`COPY_BELOW`]. It cannot tell whether `bytes` already is one (bytes
+/// does not expose the backing size), so a follower's entries, decoded into
+/// their own allocations, are copied once more: a small memcpy per value.
+fn unshare(bytes: &mut Bytes) {
+    if bytes.len() < COPY_BELOW {
+        *bytes = Bytes::copy_from_slice(bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cluster::types::LogId;
-    use openraft::EntryPayload;
 
     fn entry(index: u64) -> Entry {
         Entry {
@@ -202,5 +271,99 @@ mod tests {
         t.push(entry(MAX_ENTRIES as u64 + 7), 1);
         assert_eq!(t.entries.len(), 1, "and is evicted by the next");
         assert!(t.bytes <= MAX_BYTES);
+    }
+
+    fn normal(index: u64, op: Op) -> Entry {
+        let mut e = entry(index);
+        e.payload = EntryPayload::Normal(crate::cluster::types::StampedOp {
+            now_ms: 0,
+            op,
+            trace: None,
+        });
+        e
+    }
+
+    /// A request read the way a connection reads it: into a 16 KiB buffer,
+    /// split off and frozen; returns the frozen request.
+    fn read_buffer(request: &[u8]) -> Bytes {
+        let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
+        buf.extend_from_slice(request);
+        buf.split_to(request.len()).freeze()
+    }
+
+    /// A SET, and a batch of writes naming keys and values of every
+    /// shape, all slices of `request`.
+    fn sliced_ops(request: &Bytes) -> [Op; 2] {
+        let slice = |from: usize, to: usize| request.slice(from..to);
+        [
+            Op::Set {
+                key: slice(0, 4),
+                value: slice(4, 10),
+                condition: crate::cluster::op::SetCondition::Always,
+                expiry: crate::cluster::op::SetExpiry::Clear,
+                get: false,
+            },
+            Op::Batch(vec![
+                Op::MSet(vec![(slice(10, 14), slice(14, 20))]),
+                Op::Del(vec![slice(20, 24)]),
+                Op::IncrByFloat {
+                    key: slice(24, 30),
+                    delta: slice(20, 24),
+                },
+            ]),
+        ]
+    }
+
+    #[test]
+    fn small_slices_do_not_pin_their_read_buffer() {
+        let request = read_buffer(b"key1value1key2value2key3value3");
+        let [set, batch] = sliced_ops(&request);
+        let mut t = LogTail::default();
+        t.push(normal(1, set), 10);
+        t.push(normal(2, batch), 10);
+        assert!(
+            request.is_unique(),
+            "the tail's entries must not hold slices of the read buffer"
+        );
+        let held: Vec<Op> = t
+            .get(&(1..=2))
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.payload {
+                EntryPayload::Normal(stamped) => stamped.op,
+                _ => panic!("not a normal entry"),
+            })
+            .collect();
+        let expected = sliced_ops(&Bytes::copy_from_slice(&request));
+        assert_eq!(held, expected, "same keys and values");
+    }
+
+    #[test]
+    fn big_values_stay_shared() {
+        let big = vec![7u8; COPY_BELOW];
+        let request = read_buffer(&big);
+        let value = request.slice(..);
+        let key = request.slice(..3);
+        let mut t = LogTail::default();
+        t.push(
+            normal(
+                1,
+                Op::Append {
+                    key,
+                    value: value.clone(),
+                },
+            ),
+            COPY_BELOW,
+        );
+        let held = t.get(&(1..=1)).unwrap();
+        let EntryPayload::Normal(stamped) = &held[0].payload else {
+            panic!("not a normal entry");
+        };
+        let Op::Append { key, value: kept } = &stamped.op else {
+            panic!("not the op pushed");
+        };
+        assert_eq!(kept.as_ptr(), value.as_ptr(), "no copy of a big value");
+        assert_ne!(key.as_ptr(), value.as_ptr(), "the key was copied");
+        assert_eq!(&key[..], &[7, 7, 7]);
     }
 }

@@ -789,7 +789,6 @@ pub(super) async fn watch_membership(core: Arc<Core>) {
     // The server metrics change with leader, vote and membership only; the
     // full metrics change with every commit, and would wake this task (and
     // allocate below) once per write.
-    use openraft::vote::RaftLeaderId as _;
     let mut metrics = core.raft.server_metrics();
     let mut seen_log_index = None;
     let mut was_member = false;
@@ -800,16 +799,17 @@ pub(super) async fn watch_membership(core: Arc<Core>) {
             let m = metrics.borrow_watched();
             // One line per leader change (and none per heartbeat or term
             // of a failed election): what an operator looks for first.
-            if m.current_leader != seen_leader {
-                seen_leader = m.current_leader;
+            let (term, leader) = super::core::term_and_leader(&m);
+            if leader != seen_leader {
+                seen_leader = leader;
                 match seen_leader {
                     Some(leader) => tracing::info!(
                         leader,
-                        term = m.vote.leader_id().term(),
+                        term,
                         this_node = leader == core.id,
                         "leader elected"
                     ),
-                    None => tracing::info!(term = m.vote.leader_id().term(), "no leader"),
+                    None => tracing::info!(term, "no leader"),
                 }
             }
             let membership = m.membership_config.membership();

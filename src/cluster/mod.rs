@@ -376,7 +376,11 @@ impl Cluster {
             source: io::Error::other(e),
         })?;
 
-        let proposer = proposer::Proposer::start(raft.clone(), applied_clock.clone());
+        let proposer = proposer::Proposer::start(
+            raft.clone(),
+            applied_clock.clone(),
+            opts.telemetry.metrics.clone(),
+        );
         let core = Arc::new(Core {
             id: opts.id,
             raft,
@@ -495,11 +499,7 @@ impl Cluster {
         let mut metrics = self.core.raft.server_metrics();
         async move {
             loop {
-                let (term, leader) = {
-                    use openraft::vote::RaftLeaderId as _;
-                    let m = metrics.borrow_watched();
-                    (m.vote.leader_id().term(), m.current_leader)
-                };
+                let (term, leader) = core::term_and_leader(&metrics.borrow_watched());
                 seen(term, leader);
                 if metrics.changed().await.is_err() {
                     return;

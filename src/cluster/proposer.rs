@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt as _;
 use openraft::errors::ClientWriteError;
 use openraft::impls::ProgressResponder;
 use tokio::sync::{mpsc, oneshot};
@@ -34,13 +35,16 @@ use super::core::now_ms;
 use super::op::{Op, OpResult};
 use super::rpc::RemoteError;
 use super::types::{LogId, Raft, StampedOp};
-use crate::telemetry::TraceParent;
+use crate::telemetry::{Metrics, TraceParent};
 
 /// Most ops one entry carries.
 const MAX_OPS: usize = 1024;
 /// Most key and value bytes one entry carries (one big write still goes
-/// alone, whatever its size).
-const MAX_PAYLOAD: usize = 1 << 20;
+/// alone, whatever its size). Small, because the limits downstream count
+/// entries (openraft's entries per AppendEntries, the log tail, the
+/// snapshot thresholds): at 64 KiB an entry already carries hundreds of
+/// small writes, enough to spread the per-entry cost.
+const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// A write's fate once its entry was applied.
 #[derive(Debug)]
@@ -71,9 +75,21 @@ impl Proposer {
     /// node's clock floored at `applied_clock`. The task ends when the
     /// proposer is dropped and every entry it proposed has been answered.
     #[must_use]
-    pub fn start(raft: Raft, applied_clock: Arc<AtomicU64>) -> Self {
+    pub fn start(raft: Raft, applied_clock: Arc<AtomicU64>, metrics: Arc<Metrics>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, applied_clock, rx));
+        let task = tokio::spawn(run(raft.clone(), applied_clock, metrics, rx));
+        // Without its proposer a leader would keep leading and refuse every
+        // write; stopping Raft lets another node take over.
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    tracing::error!("the write proposer failed; stopping raft on this node");
+                    if let Err(e) = raft.shutdown().await {
+                        tracing::debug!(error = %e, "stopping raft after the proposer failed");
+                    }
+                }
+            }
+        });
         Proposer { queue }
     }
 
@@ -88,16 +104,24 @@ impl Proposer {
         let (reply, outcome) = oneshot::channel();
         self.queue
             .send(Proposal { op, trace, reply })
-            .map_err(|_| RemoteError::Unavailable("raft stopped: proposer gone".into()))?;
+            .map_err(|_| RemoteError::Unavailable("the write proposer has stopped".into()))?;
         Ok(outcome)
     }
 }
 
 /// The proposing task: gathers, proposes, and answers applied groups.
-async fn run(raft: Raft, applied_clock: Arc<AtomicU64>, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+async fn run(
+    raft: Raft,
+    applied_clock: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Proposal>,
+) {
     let mut in_flight = FuturesUnordered::new();
     let mut carry: Option<Proposal> = None;
     loop {
+        // Answer what was applied meanwhile: with a backlog (`carry` set
+        // round after round) the select below is not reached.
+        while let Some(Some(())) = in_flight.next().now_or_never() {}
         let first = match carry.take() {
             Some(p) => p,
             None => tokio::select! {
@@ -115,7 +139,15 @@ async fn run(raft: Raft, applied_clock: Arc<AtomicU64>, mut rx: mpsc::UnboundedR
             }
             carry = gather(&mut rx, &mut group);
         }
-        if let Some(answer) = propose(&raft, &applied_clock, group).await {
+        // A writer that stopped waiting (its request timed out and was
+        // answered "outcome unknown", or its client went away) is not
+        // proposed any more: under overload, old writes must not keep
+        // taking the place of new ones.
+        group.retain(|p| !p.reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
+        if let Some(answer) = propose(&raft, &applied_clock, &metrics, group).await {
             in_flight.push(answer);
         }
     }
@@ -163,8 +195,10 @@ enum Shape {
 async fn propose(
     raft: &Raft,
     applied_clock: &AtomicU64,
+    metrics: &Metrics,
     mut group: Vec<Proposal>,
 ) -> Option<impl std::future::Future<Output = ()>> {
+    let writes = group.iter().map(|p| op_count(&p.op)).sum();
     let (op, trace, shapes, replies) = if group.len() == 1 {
         let Proposal { op, trace, reply } = group.remove(0);
         (op, trace, None, vec![reply])
@@ -202,6 +236,7 @@ async fn propose(
         }
         return None;
     }
+    metrics.observe_proposal(writes);
     Some(async move {
         let outcome = match applied.await {
             Err(_) => Err(RemoteError::Unknown("raft dropped the proposal".into())),

@@ -20,6 +20,7 @@ mod process;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::server::REDIS_COMPAT_VERSION;
@@ -280,9 +281,27 @@ fn info_memory(out: &mut String) {
     field!(out, "maxmemory_human", "0B");
     field!(out, "maxmemory_policy", "noeviction");
     field!(out, "mem_fragmentation_ratio", "1.00");
-    // The binary's #[global_allocator] (src/main.rs). Tests and tools that
-    // link the library without main.rs use the C library's malloc instead.
-    field!(out, "mem_allocator", "mimalloc");
+    field!(out, "mem_allocator", mem_allocator());
+}
+
+/// The name of the process's global allocator, once the program that
+/// installed it said so (see [`set_mem_allocator`]).
+static MEM_ALLOCATOR: OnceLock<&'static str> = OnceLock::new();
+
+/// Records the name of the process's `#[global_allocator]` for INFO's
+/// `mem_allocator` field. The `raftis` binary calls it with `"mimalloc"`
+/// before it starts anything; a program that links the library without
+/// installing an allocator (the tests, the benches) does not, and INFO
+/// says `libc`, as a Redis built without jemalloc does. The allocator is
+/// fixed for the life of the process, so only the first call counts.
+pub fn set_mem_allocator(name: &'static str) {
+    // A later call names the same allocator or is a mistake: keep the first.
+    let _ = MEM_ALLOCATOR.set(name);
+}
+
+/// INFO's `mem_allocator`: what [`set_mem_allocator`] recorded, else `libc`.
+fn mem_allocator() -> &'static str {
+    MEM_ALLOCATOR.get().copied().unwrap_or("libc")
 }
 
 fn info_persistence(out: &mut String, node: &Node, session: &Session) {
@@ -689,6 +708,16 @@ mod tests {
     fn cpu_times_have_six_decimals() {
         assert_eq!(seconds_micros(Duration::from_micros(4_084)), "0.004084");
         assert_eq!(seconds_micros(Duration::from_millis(12_500)), "12.500000");
+    }
+
+    #[test]
+    fn mem_allocator_is_libc_until_the_binary_names_its_own() {
+        // The only test that sets the process-wide name.
+        assert_eq!(mem_allocator(), "libc");
+        set_mem_allocator("mimalloc");
+        assert_eq!(mem_allocator(), "mimalloc");
+        set_mem_allocator("jemalloc");
+        assert_eq!(mem_allocator(), "mimalloc", "the first name stays");
     }
 
     #[test]

@@ -2,23 +2,25 @@
 //!
 //! A connection reads bytes into one `BytesMut` and calls
 //! [`RequestDecoder::decode`] until it returns `Ok(None)`; each `Some(argv)`
-//! is one request. Multibulk requests are first scanned header by header
-//! here, because redis-protocol enforces none of Redis's limits and would
-//! happily wait for (and buffer) a 4 GB bulk string: the scan rejects an
-//! oversize count or bulk length as soon as its header line arrives, with
-//! Redis's exact error text, and remembers how far it got so bytes are never
-//! scanned twice while a large request trickles in. Once the scan has seen a
-//! whole request, redis-protocol decodes that exact byte range and the
-//! arguments become slices of the frozen read buffer (no copy). Anything not
-//! starting with `*` is an inline command, split the way Redis's
-//! `sdssplitargs` splits it; empty lines and `*0`/`*-1` are consumed without
-//! producing a request, as Redis does.
+//! is one request. A multibulk request is scanned header by header the way
+//! Redis's `processMultibulkBuffer` reads it: an oversize count or bulk
+//! length is rejected as soon as its header line arrives, with Redis's exact
+//! error text, before anything large is buffered; the byte after a header's
+//! `\r` and the two bytes after a bulk's data are skipped unchecked, as
+//! Redis skips them. The scan notes where each argument lies in a list the
+//! decoder reuses from request to request, and remembers how far it got, so
+//! bytes are never scanned twice while a large request trickles in. Once
+//! the whole request is there, it is split off the read buffer and every
+//! argument is a shared slice of it (no copy), gathered in the request's
+//! argument vector: one allocation per request, of exactly its argument
+//! count. Anything not starting with `*` is an inline command, split the way
+//! Redis's `sdssplitargs` splits it; empty lines and `*0`/`*-1` are consumed
+//! without producing a request, as Redis does.
 //!
 //! Every [`ProtocolError`] ends the connection: the connection writes
 //! [`ProtocolError::reply`] (when there is one) and closes.
 
 use bytes::{Buf, Bytes, BytesMut};
-use redis_protocol::resp2::{decode::decode_range, types::RangeFrame};
 use thiserror::Error;
 
 use super::Reply;
@@ -26,6 +28,11 @@ use super::Reply;
 /// Redis's `PROTO_INLINE_MAX_SIZE`: the longest inline request, and the
 /// longest count line of a multibulk request, that may sit unterminated.
 pub const INLINE_MAX_SIZE: usize = 64 * 1024;
+
+/// Argument positions kept for reuse after a request: a request with more
+/// arguments than this gives its list back instead of keeping it for the
+/// connection's lifetime.
+const KEEP_SPANS: usize = 1024;
 
 /// Limits on what one request may announce or buffer, with Redis's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +91,6 @@ pub enum ProtocolError {
         /// The limit in force.
         limit: u64,
     },
-    /// redis-protocol rejected a request the header scan accepted.
-    #[error("ERR Protocol error: {0}")]
-    Malformed(String),
 }
 
 impl ProtocolError {
@@ -130,11 +134,21 @@ struct MultibulkScan {
     bulk_len: Option<usize>,
 }
 
+/// Where one argument of a multibulk request lies, from the request's first byte.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
 /// Incremental request decoder for one connection.
 #[derive(Debug)]
 pub struct RequestDecoder {
     limits: ProtocolLimits,
     progress: Progress,
+    /// The arguments of the multibulk request being scanned whose data has
+    /// fully arrived, in order. Cleared, not freed, between requests.
+    spans: Vec<Span>,
 }
 
 impl RequestDecoder {
@@ -144,6 +158,7 @@ impl RequestDecoder {
         RequestDecoder {
             limits,
             progress: Progress::Idle,
+            spans: Vec::new(),
         }
     }
 
@@ -159,8 +174,18 @@ impl RequestDecoder {
     ///
     /// # Errors
     /// A [`ProtocolError`] when the stream breaks a rule; the connection must
-    /// close after replying.
+    /// close after replying. The decoder is then back at the start of a
+    /// request, and the offending bytes are still in `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let decoded = self.next_request(buf);
+        if decoded.is_err() {
+            self.progress = Progress::Idle;
+            self.spans.clear();
+        }
+        decoded
+    }
+
+    fn next_request(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
         loop {
             let progress = match self.progress {
                 Progress::Idle => match buf.first() {
@@ -204,7 +229,7 @@ impl RequestDecoder {
     }
 
     /// Reads the `*<count>\r\n` line.
-    fn start_multibulk(&self, buf: &mut BytesMut) -> Result<Start, ProtocolError> {
+    fn start_multibulk(&mut self, buf: &mut BytesMut) -> Result<Start, ProtocolError> {
         let Some(cr) = find(buf, 0, b'\r') else {
             if buf.len() > self.limits.max_inline_len {
                 return Err(ProtocolError::TooBigMultibulkCount);
@@ -224,6 +249,7 @@ impl RequestDecoder {
             return Ok(Start::Empty);
         }
         let argc = count.unsigned_abs();
+        self.spans.clear();
         Ok(Start::Scan(MultibulkScan {
             args_left: argc,
             argc,
@@ -233,7 +259,7 @@ impl RequestDecoder {
     }
 
     fn multibulk(
-        &self,
+        &mut self,
         buf: &mut BytesMut,
         mut scan: MultibulkScan,
     ) -> Result<Step, ProtocolError> {
@@ -273,33 +299,32 @@ impl RequestDecoder {
                 buf.reserve(end - buf.len());
                 return Ok(Step::Incomplete(Progress::Multibulk(scan)));
             }
+            self.spans.push(Span {
+                start: scan.pos,
+                len,
+            });
             scan.pos = end;
             scan.bulk_len = None;
             scan.args_left -= 1;
         }
-        let request = &buf[..scan.pos];
-        let frames = match decode_range(request) {
-            Ok(Some((RangeFrame::Array(frames), used))) if used == scan.pos => frames,
-            Ok(_) => {
-                return Err(ProtocolError::Malformed(
-                    "request framing disagrees with its headers".into(),
-                ))
-            }
-            Err(e) => return Err(ProtocolError::Malformed(e.details().to_string())),
-        };
-        let frozen = buf.split_to(scan.pos).freeze();
-        let mut argv = Vec::with_capacity(frames.len());
-        for frame in frames {
-            match frame {
-                RangeFrame::BulkString((start, end)) => argv.push(frozen.slice(start..end)),
-                _ => {
-                    return Err(ProtocolError::Malformed(
-                        "request element is not a bulk string".into(),
-                    ))
-                }
-            }
+        debug_assert_eq!(self.spans.len() as u64, scan.argc);
+        // The request leaves the buffer as one shared handle; every argument
+        // is a zero-copy slice of it, the last one the handle itself, cut down.
+        let mut request = buf.split_to(scan.pos).freeze();
+        let mut argv = Vec::with_capacity(self.spans.len());
+        if let Some((last, others)) = self.spans.split_last() {
+            argv.extend(
+                others
+                    .iter()
+                    .map(|span| request.slice(span.start..span.start + span.len)),
+            );
+            request.truncate(last.start + last.len);
+            request.advance(last.start);
+            argv.push(request);
         }
-        debug_assert_eq!(argv.len() as u64, scan.argc);
+        if self.spans.capacity() > KEEP_SPANS {
+            self.spans = Vec::new();
+        }
         Ok(Step::Done(argv))
     }
 
@@ -350,7 +375,22 @@ fn find(buf: &[u8], from: usize, byte: u8) -> Option<usize> {
 /// Redis's `string2ll` as its request parser uses it: optional `-`, no `+`,
 /// no leading zeros, no spaces.
 fn parse_len(s: &[u8]) -> Option<i64> {
-    crate::storage::parse_i64(s)
+    // Every header of every request goes through here: the usual case (a
+    // few digits, no sign, no leading zero, too short to overflow) is
+    // parsed inline; the rest takes the general parser.
+    match s {
+        [b'1'..=b'9', rest @ ..] if rest.len() < 18 => {
+            let mut value = i64::from(s[0] - b'0');
+            for &d in rest {
+                if !d.is_ascii_digit() {
+                    return None;
+                }
+                value = value * 10 + i64::from(d - b'0');
+            }
+            Some(value)
+        }
+        _ => crate::storage::parse_i64(s),
+    }
 }
 
 /// Splits an inline request line exactly as Redis's `sdssplitargs` does:
@@ -672,6 +712,89 @@ mod tests {
     }
 
     #[test]
+    fn header_terminators_are_not_checked_as_in_redis() {
+        // Redis takes the byte after a header's `\r` as its `\n` unseen
+        // (redis-server 7.0 answers +PONG to both).
+        let (reqs, res, left) = all(b"*1\rX$4\r\nPING\r\n*1\r\n$4\rXPING\r\n");
+        assert_eq!(res, Ok(()));
+        assert_eq!(reqs, vec![args(&["PING"]), args(&["PING"])]);
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn an_error_mid_request_leaves_no_arguments_behind() {
+        let mut d = decoder();
+        // One argument of a two-argument request arrives, then a bad header.
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(b"x1\r\nk\r\n");
+        assert_eq!(d.decode(&mut buf), Err(ProtocolError::ExpectedBulk(b'x')));
+        assert_eq!(buf.len(), 20, "the offending request stays in the buffer");
+        // The same decoder then starts clean: no argument of the broken
+        // request leaks into the next one.
+        let mut fresh = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n"[..]);
+        assert_eq!(d.decode(&mut fresh), Ok(Some(args(&["GET", "k"]))));
+        assert_eq!(d.decode(&mut fresh), Ok(Some(args(&["PING"]))));
+        assert_eq!(d.decode(&mut fresh), Ok(None));
+        // And the broken buffer fails the same way again.
+        assert_eq!(d.decode(&mut buf), Err(ProtocolError::ExpectedBulk(b'x')));
+    }
+
+    /// `*<n>` requests of `MSET k0 v0 k1 v1 ...` with `pairs` pairs.
+    fn mset(pairs: usize) -> (Vec<u8>, Vec<Bytes>) {
+        let mut argv = vec![Bytes::from_static(b"MSET")];
+        for i in 0..pairs {
+            argv.push(Bytes::from(format!("key:{i}")));
+            argv.push(Bytes::from(format!("value-{i}").repeat(i % 7)));
+        }
+        let mut wire = format!("*{}\r\n", argv.len()).into_bytes();
+        for a in &argv {
+            wire.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            wire.extend_from_slice(a);
+            wire.extend_from_slice(b"\r\n");
+        }
+        (wire, argv)
+    }
+
+    #[test]
+    fn long_argument_lists_in_one_buffer_and_in_pieces() {
+        let (long, long_argv) = mset(5_000);
+        let (short, short_argv) = mset(1);
+        let mut wire = long.clone();
+        wire.extend_from_slice(&short);
+        wire.extend_from_slice(&long);
+        let (reqs, res, left) = all(&wire);
+        assert_eq!(res, Ok(()));
+        assert_eq!(left, 0);
+        assert_eq!(reqs, vec![long_argv.clone(), short_argv, long_argv.clone()]);
+        // In uneven pieces, through one decoder: each argument is recorded once.
+        let mut d = decoder();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in wire.chunks(997) {
+            buf.extend_from_slice(piece);
+            while let Some(argv) = d.decode(&mut buf).unwrap() {
+                out.push(argv);
+            }
+        }
+        assert_eq!(out, reqs);
+        assert!(buf.is_empty());
+        // A list grown for 10 001 arguments is not kept for the connection's life.
+        assert!(d.spans.capacity() <= KEEP_SPANS, "{}", d.spans.capacity());
+    }
+
+    #[test]
+    fn argument_lists_are_reused_between_requests() {
+        let mut d = decoder();
+        let mut buf = BytesMut::from(&b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(Some(args(&["SET", "k", "v"]))));
+        let kept = d.spans.as_ptr();
+        buf.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        assert_eq!(d.decode(&mut buf), Ok(Some(args(&["GET", "k"]))));
+        assert_eq!(d.spans.as_ptr(), kept, "the same list, not a new one");
+    }
+
+    #[test]
     fn limits_can_change_between_requests() {
         let mut d = decoder();
         let mut buf = BytesMut::from(&b"*1\r\n$5\r\nhello\r\n"[..]);
@@ -753,12 +876,28 @@ mod tests {
             b"-",
             b"-0",
             b"00",
+            b"01",
             b"+1",
             b" 1",
             b"1 ",
+            b"1x",
+            b"12345678901234567x",
             b"99999999999999999999",
+            b"9223372036854775808",
         ] {
             assert_eq!(parse_len(bad), None, "{bad:?}");
+        }
+        // Around the length where the inline path hands over (18 digits).
+        for n in [
+            9i64,
+            99_999_999_999_999_999,
+            100_000_000_000_000_000,
+            999_999_999_999_999_999,
+            i64::MAX,
+            -5,
+            i64::MIN,
+        ] {
+            assert_eq!(parse_len(n.to_string().as_bytes()), Some(n), "{n}");
         }
     }
 }

@@ -19,6 +19,13 @@
 //! the connection, as do the idle timeout, the end of the stream and a
 //! shutdown (after the current batch is answered). Both buffers are reused
 //! across batches and shrunk back after an unusually large one.
+//!
+//! What a turn costs besides the requests themselves is kept small, since
+//! with clients that do not pipeline a turn is one request: one clock
+//! reading per read (for `CLIENT LIST`'s `idle`, stored without a lock),
+//! the shutdown signal checked with one atomic load per batch and waited on
+//! by one future kept across reads rather than one registered per read, and
+//! no random branch order in the `select!`.
 
 use std::future::Future;
 use std::time::Instant;
@@ -93,6 +100,15 @@ where
     // A `SHUTDOWN` decoded after other requests: it starts the next batch,
     // once the replies to those are written.
     let mut held_back: Option<Vec<Bytes>> = None;
+    if *shutdown.borrow_and_update() {
+        return Ok(Closed::Shutdown);
+    }
+    // Completes when the shutdown signal changes (or its sender is gone).
+    // Made once: a `changed()` made per read would join and leave the
+    // signal's waiter list (a lock each way) on every request.
+    let mut stop_signal = shutdown.clone();
+    let stop = stop_signal.changed();
+    tokio::pin!(stop);
     loop {
         decoder.set_limits(server.settings.limits());
         let mut closing = None;
@@ -158,7 +174,14 @@ where
         if let Some(reason) = closing {
             return Ok(reason);
         }
-        if *shutdown.borrow() {
+        // One atomic load while the signal has not changed. A signal whose
+        // sender is gone can never be raised: that ends the connection as
+        // the wait on it below would.
+        let stopping = match shutdown.has_changed() {
+            Ok(changed) => changed && *shutdown.borrow_and_update(),
+            Err(_) => true,
+        };
+        if stopping {
             return Ok(Closed::Shutdown);
         }
         if held_back.is_some() {
@@ -181,11 +204,13 @@ where
             }
         };
         let n = tokio::select! {
+            // The read first: when it is ready the signal is not polled.
+            biased;
             read = read => match read {
                 None => return Ok(Closed::IdleTimeout),
                 Some(n) => n?,
             },
-            _ = shutdown.changed() => return Ok(Closed::Shutdown),
+            _ = &mut stop => return Ok(Closed::Shutdown),
         };
         if n == 0 {
             return Ok(Closed::Eof);
@@ -194,8 +219,109 @@ where
             .stats
             .net_input_bytes
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        let mut meta = session.client.meta();
-        meta.last_interaction = Instant::now();
-        meta.qbuf = rbuf.len();
+        session.client.note_read(Instant::now(), rbuf.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Answers every request `+OK`; the first batch it runs may also raise
+    /// the shutdown signal, as a `SHUTDOWN` elsewhere would mid-batch.
+    struct OkThenStop {
+        stop: Option<watch::Sender<bool>>,
+    }
+
+    impl Executor for OkThenStop {
+        async fn execute_batch(
+            &self,
+            _session: &mut Session,
+            requests: &mut Vec<Vec<Bytes>>,
+            out: &mut BytesMut,
+        ) {
+            for _ in requests.drain(..) {
+                Reply::ok().encode(crate::server::Protocol::Resp2, out);
+            }
+            if let Some(stop) = &self.stop {
+                let _ = stop.send(true);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signal_raised_before_the_start_closes_at_once() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(b"PING\r\n").await.unwrap();
+        let (_tx, rx) = watch::channel(true);
+        let executor = OkThenStop { stop: None };
+        let closed = serve_connection(server, &executor, Session::detached(), rx).await;
+        assert_eq!(closed.unwrap(), Closed::Shutdown);
+        let mut answered = Vec::new();
+        client.read_to_end(&mut answered).await.unwrap();
+        assert!(answered.is_empty(), "nothing is run once shut down");
+    }
+
+    #[tokio::test]
+    async fn a_signal_raised_during_a_batch_closes_after_its_replies() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (tx, rx) = watch::channel(false);
+        let executor = OkThenStop { stop: Some(tx) };
+        client.write_all(b"PING\r\nPING\r\n").await.unwrap();
+        let closed = serve_connection(server, &executor, Session::detached(), rx).await;
+        assert_eq!(closed.unwrap(), Closed::Shutdown);
+        let mut answered = Vec::new();
+        client.read_to_end(&mut answered).await.unwrap();
+        assert_eq!(answered, b"+OK\r\n+OK\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_signal_whose_sender_is_gone_closes_the_connection() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (tx, rx) = watch::channel(false);
+        drop(tx);
+        client.write_all(b"PING\r\n").await.unwrap();
+        let executor = OkThenStop { stop: None };
+        let closed = serve_connection(server, &executor, Session::detached(), rx).await;
+        assert_eq!(closed.unwrap(), Closed::Shutdown);
+        let mut answered = Vec::new();
+        client.read_to_end(&mut answered).await.unwrap();
+        assert!(answered.is_empty(), "closed before reading");
+    }
+
+    #[tokio::test]
+    async fn client_list_sees_each_read_and_the_partial_request() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (_tx, rx) = watch::channel(false);
+        let session = Session::detached();
+        let entry = Arc::clone(&session.client);
+        let connected = entry.last_interaction();
+        let task = tokio::spawn(async move {
+            serve_connection(server, &OkThenStop { stop: None }, session, rx).await
+        });
+        // A whole request and the start of another.
+        client.write_all(b"PING\r\n*2\r\n$3\r\nGET").await.unwrap();
+        let mut reply = [0u8; 5];
+        client.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"+OK\r\n");
+        // The read is noted before its batch runs, so it is visible now; as
+        // before this was lock-free, `qbuf` is what the buffer held right
+        // after the read (the whole request and the partial one).
+        let line = String::from_utf8(entry.info_line(Instant::now())).unwrap();
+        assert!(line.contains(" qbuf=17 "), "{line}");
+        let first_read = entry.last_interaction();
+        assert!(first_read > connected);
+        // The rest of it: the second read is noted too.
+        client.write_all(b"\r\n$1\r\nk\r\n").await.unwrap();
+        client.read_exact(&mut reply).await.unwrap();
+        let line = String::from_utf8(entry.info_line(Instant::now())).unwrap();
+        assert!(line.contains(" qbuf=20 "), "{line}");
+        assert!(entry.last_interaction() > first_read);
+        drop(client);
+        assert_eq!(task.await.unwrap().unwrap(), Closed::Eof);
     }
 }

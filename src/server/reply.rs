@@ -192,33 +192,69 @@ fn put_line(out: &mut BytesMut, tag: u8, text: &[u8]) {
 }
 
 fn put_bulk(out: &mut BytesMut, data: &[u8]) {
-    out.reserve(data.len() + 16);
-    put_header(out, b'$', len_i64(data.len()));
+    let mut line = HeaderLine::new();
+    let header = line.format(b'$', len_i64(data.len()));
+    // One reservation for the whole reply, then three copies.
+    out.reserve(header.len() + data.len() + 2);
+    out.extend_from_slice(header);
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
-/// `<tag><n>\r\n` without going through `fmt`.
+/// `<tag><n>\r\n`, formatted without `fmt` and copied in one piece.
 fn put_header(out: &mut BytesMut, tag: u8, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        // `v % 10` is below 10, so the cast cannot truncate.
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
+    let mut line = HeaderLine::new();
+    out.extend_from_slice(line.format(tag, n));
+}
+
+/// `00` to `99`: two digits per division, as `itoa` does.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Room for the longest header line: a tag, `-`, the 19 digits of
+/// `i64::MIN` and `\r\n` (23 bytes).
+struct HeaderLine([u8; 24]);
+
+impl HeaderLine {
+    fn new() -> Self {
+        HeaderLine([0; 24])
+    }
+
+    /// Formats `<tag><n>\r\n` from the back of the array and returns it.
+    fn format(&mut self, tag: u8, n: i64) -> &[u8] {
+        let buf = &mut self.0;
+        let mut i = buf.len() - 2;
+        buf[i] = b'\r';
+        buf[i + 1] = b'\n';
+        let mut v = n.unsigned_abs();
+        while v >= 100 {
+            // Below 100, so the cast cannot truncate.
+            let pair = (v % 100) as usize * 2;
+            v /= 100;
+            i -= 2;
+            buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
         }
+        if v >= 10 {
+            let pair = v as usize * 2;
+            i -= 2;
+            buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            i -= 1;
+            // `v` is below 10 here.
+            buf[i] = b'0' + v as u8;
+        }
+        if n < 0 {
+            i -= 1;
+            buf[i] = b'-';
+        }
+        i -= 1;
+        buf[i] = tag;
+        &buf[i..]
     }
-    out.reserve(24);
-    out.extend_from_slice(&[tag]);
-    if n < 0 {
-        out.extend_from_slice(b"-");
-    }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A double as Redis 7 prints it: `inf`, `-inf`, `nan`, integers without a
@@ -290,6 +326,31 @@ mod tests {
             b"$4\r\na\r\nb\r\n",
         );
         both(&Reply::bulk(""), b"$0\r\n\r\n", b"$0\r\n\r\n");
+    }
+
+    #[test]
+    fn integers_and_lengths_of_every_width() {
+        let mut n: i64 = 1;
+        for _ in 0..19 {
+            for v in [n - 1, n, n + 1, -(n - 1), -n, -(n + 1), n * 5, -(n * 5)] {
+                assert_eq!(
+                    enc(&Reply::Integer(v), Protocol::Resp2),
+                    format!(":{v}\r\n").into_bytes()
+                );
+            }
+            n = n.saturating_mul(10);
+        }
+        for len in [0usize, 9, 10, 99, 100, 101, 999, 1000, 65_536] {
+            let data = vec![b'z'; len];
+            let mut expected = format!("${len}\r\n").into_bytes();
+            expected.extend_from_slice(&data);
+            expected.extend_from_slice(b"\r\n");
+            assert_eq!(enc(&Reply::bulk(data), Protocol::Resp2), expected);
+        }
+        // Appending keeps what the buffer held.
+        let mut out = BytesMut::from(&b"+OK\r\n"[..]);
+        Reply::Integer(-7).encode(Protocol::Resp3, &mut out);
+        assert_eq!(&out[..], b"+OK\r\n:-7\r\n");
     }
 
     #[test]

@@ -225,9 +225,9 @@ pub struct Stats {
     /// [`Stats::sample_rates`] return without locking until then.
     next_sample_due: AtomicU64,
     epoch: Instant,
-    /// Per command, in [`CommandId`] order (the order of the names `new`
-    /// was given), each on cache lines of its own: counting a call indexes
-    /// this array, with no lock and no hashing.
+    /// Per command, in [`CommandId`] order (the command table's), each on
+    /// cache lines of its own: counting a call indexes this array, with no
+    /// lock and no hashing.
     commands: Box<[CachePadded<CommandStats>]>,
     /// The full name of each entry of `commands`.
     names: Box<[&'static str]>,
@@ -266,15 +266,21 @@ pub struct InstantaneousRates {
     pub output_bytes_per_sec: u64,
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Stats {
-    /// Counters for the given command names (full names, `client|list`).
-    /// A name's position is the [`CommandId`] its calls are counted under
-    /// by [`Stats::command_at`]: pass the command table's
-    /// [`command_names`](crate::command::table::command_names).
+    /// Counters for every command of the command table
+    /// ([`command_names`](crate::command::table::command_names)), each at
+    /// the position of its [`CommandId`], which is what
+    /// [`Stats::command_at`] and [`Stats::record_call`] index by.
     #[must_use]
-    pub fn new(command_names: impl IntoIterator<Item = &'static str>) -> Self {
+    pub fn new() -> Self {
         let epoch = Instant::now();
-        let names: Box<[&'static str]> = command_names.into_iter().collect();
+        let names: Box<[&'static str]> = crate::command::table::command_names().collect();
         Stats {
             connections_received: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
@@ -436,12 +442,8 @@ pub struct ClientMeta {
     pub lib_ver: Option<Bytes>,
     /// Full name of the last command (`client|list`).
     pub last_cmd: &'static str,
-    /// When the client last sent something.
-    pub last_interaction: Instant,
     /// 2 or 3.
     pub resp: u8,
-    /// Bytes buffered for a request not yet complete.
-    pub qbuf: usize,
 }
 
 /// One connected client, as the registry knows it.
@@ -458,6 +460,11 @@ pub struct ClientEntry {
     /// When the connection was accepted.
     pub created: Instant,
     meta: Mutex<ClientMeta>,
+    /// When the client last sent something, in nanoseconds after `created`,
+    /// and the bytes of an incomplete request buffered then: written after
+    /// every read (see [`ClientEntry::note_read`]), so kept out of `meta`'s lock.
+    last_read_nanos: AtomicU64,
+    query_buffered: AtomicUsize,
 }
 
 impl ClientEntry {
@@ -476,11 +483,27 @@ impl ClientEntry {
                 lib_name: None,
                 lib_ver: None,
                 last_cmd: "NULL",
-                last_interaction: now,
                 resp: 2,
-                qbuf: 0,
             }),
+            last_read_nanos: AtomicU64::new(0),
+            query_buffered: AtomicUsize::new(0),
         }
+    }
+
+    /// Records that the client sent something at `at`, after which
+    /// `buffered` bytes of a request not yet complete wait in its read
+    /// buffer (`CLIENT LIST`'s `idle` and `qbuf`). Two relaxed stores and no
+    /// lock: the connection calls it after every read.
+    pub fn note_read(&self, at: Instant, buffered: usize) {
+        let since_created = nanos(at.saturating_duration_since(self.created));
+        self.last_read_nanos.store(since_created, Ordering::Relaxed);
+        self.query_buffered.store(buffered, Ordering::Relaxed);
+    }
+
+    /// When the client last sent something (its connection time before that).
+    #[must_use]
+    pub fn last_interaction(&self) -> Instant {
+        self.created + Duration::from_nanos(self.last_read_nanos.load(Ordering::Relaxed))
     }
 
     /// The mutable part, locked.
@@ -493,7 +516,9 @@ impl ClientEntry {
     pub fn info_line(&self, now: Instant) -> Vec<u8> {
         let m = self.meta().clone();
         let age = now.saturating_duration_since(self.created).as_secs();
-        let idle = now.saturating_duration_since(m.last_interaction).as_secs();
+        let idle = now
+            .saturating_duration_since(self.last_interaction())
+            .as_secs();
         let text = |b: &Option<Bytes>| {
             b.as_ref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -509,7 +534,7 @@ impl ClientEntry {
             self.laddr,
             self.fd,
             text(&m.name),
-            m.qbuf,
+            self.query_buffered.load(Ordering::Relaxed),
             m.last_cmd,
             m.resp,
             text(&m.lib_name),
@@ -542,12 +567,26 @@ pub struct ServerState {
 
 impl ServerState {
     /// Front-end state for a node started with `settings`, counting calls of
-    /// the commands named in `command_names`.
+    /// every command of the command table.
+    ///
+    /// `command_names` must be the table's
+    /// [`command_names`](crate::command::table::command_names), as every
+    /// caller passes it: the counters come from the table itself now, and
+    /// the argument is only checked (it is to be dropped from the callers).
+    ///
+    /// # Panics
+    /// When `command_names` is not the table's, in its order.
     #[must_use]
     pub fn new(settings: Settings, command_names: impl IntoIterator<Item = &'static str>) -> Self {
+        assert!(
+            command_names
+                .into_iter()
+                .eq(crate::command::table::command_names()),
+            "ServerState counts the command table's commands, in its order"
+        );
         ServerState {
             settings: RuntimeSettings::new(settings),
-            stats: Stats::new(command_names),
+            stats: Stats::new(),
             started: Instant::now(),
             started_wall: SystemTime::now(),
             run_id: random_run_id(),
@@ -622,7 +661,7 @@ mod tests {
 
     #[test]
     fn calls_count_under_their_command_and_in_the_total() {
-        let stats = Stats::new(command_names());
+        let stats = Stats::new();
         let get = CommandId::of("get").unwrap();
         let list = CommandId::of("client|list").unwrap();
         stats.record_call(get, Duration::from_micros(5), false);
@@ -647,8 +686,57 @@ mod tests {
     }
 
     #[test]
+    fn every_command_counts_at_its_id() {
+        let stats = Stats::new();
+        let mut count = 0;
+        for name in command_names() {
+            let id = CommandId::of(name).unwrap();
+            assert_eq!(id.name(), name);
+            assert!(
+                std::ptr::eq(stats.command_at(id).unwrap(), stats.command(name).unwrap()),
+                "{name}"
+            );
+            count += 1;
+        }
+        assert_eq!(count, stats.commands.len(), "one counter per command");
+    }
+
+    #[test]
+    #[should_panic(expected = "the command table's commands, in its order")]
+    fn server_state_refuses_names_that_are_not_the_table() {
+        let mut names: Vec<_> = command_names().collect();
+        names.swap(0, 1);
+        let _ = ServerState::new(Settings::default(), names);
+    }
+
+    #[test]
     fn hot_counters_sit_on_lines_of_their_own() {
         assert_eq!(std::mem::align_of::<CachePadded<AtomicU64>>(), 128);
         assert_eq!(std::mem::size_of::<CachePadded<CommandStats>>() % 128, 0);
+    }
+
+    #[test]
+    fn client_list_shows_the_last_read() {
+        let entry = ClientEntry::new(7, None, None, -1);
+        let field = |line: &[u8], name: &str| {
+            let line = String::from_utf8(line.to_vec()).unwrap();
+            line.split(' ')
+                .find_map(|f| f.strip_prefix(&format!("{name}=")).map(str::to_owned))
+                .unwrap()
+        };
+        let later = entry.created + Duration::from_secs(30);
+        // Never read: idle since it connected.
+        let line = entry.info_line(later);
+        assert_eq!(field(&line, "idle"), "30");
+        assert_eq!(field(&line, "age"), "30");
+        assert_eq!(field(&line, "qbuf"), "0");
+        entry.note_read(entry.created + Duration::from_millis(25_500), 12);
+        let line = entry.info_line(later);
+        assert_eq!(field(&line, "idle"), "4");
+        assert_eq!(field(&line, "qbuf"), "12");
+        assert_eq!(
+            entry.last_interaction(),
+            entry.created + Duration::from_millis(25_500)
+        );
     }
 }

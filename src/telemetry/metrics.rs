@@ -106,6 +106,7 @@ pub struct Metrics {
     commit_duration: Histogram,
     fsync_duration: Histogram,
     fsync_entries: Histogram,
+    proposal_writes: Histogram,
     snapshot_duration: HistogramFamily<SnapshotLabels>,
     forwarded_writes: Counter,
     /// `raftis_commands_total` and `raftis_command_duration_seconds`,
@@ -278,6 +279,13 @@ impl Metrics {
             "Log entries made durable by one group fsync (its sum is the entries fsynced)",
             fsync_entries.clone(),
         );
+        let proposal_writes = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "raft_proposal_writes",
+            "Writes carried by one log entry this node proposed as leader (writes that \
+             arrive together share an entry; its count is the number of entries proposed)",
+            proposal_writes.clone(),
+        );
         let snapshot_duration: HistogramFamily<SnapshotLabels> =
             Family::new_with_constructor(snapshot_buckets);
         registry.register(
@@ -310,6 +318,7 @@ impl Metrics {
             commit_duration,
             fsync_duration,
             fsync_entries,
+            proposal_writes,
             snapshot_duration,
             forwarded_writes,
             commands,
@@ -323,6 +332,13 @@ impl Metrics {
         // Exact for any realistic count (f64 holds integers up to 2^53).
         #[allow(clippy::cast_precision_loss)]
         self.fsync_entries.observe(entries as f64);
+    }
+
+    /// This node, as leader, proposed one log entry carrying `writes` writes.
+    pub fn observe_proposal(&self, writes: usize) {
+        // Exact for any realistic count (f64 holds integers up to 2^53).
+        #[allow(clippy::cast_precision_loss)]
+        self.proposal_writes.observe(writes as f64);
     }
 
     /// A write proposed on this node (the leader) was committed and applied
@@ -344,16 +360,6 @@ impl Metrics {
     /// leader.
     pub fn count_forwarded_write(&self) {
         self.forwarded_writes.inc();
-    }
-
-    /// Command `name` (a full name from the command table, such as `get`
-    /// or `client|list`) ran for `elapsed` and replied with an error or not.
-    /// Looks the name up: the executor, which has the id, calls
-    /// [`Metrics::observe_command_at`]. A name not in the table is ignored.
-    pub fn observe_command(&self, name: &str, elapsed: Duration, error: bool) {
-        if let Some(id) = CommandId::of(name) {
-            self.observe_command_at(id, elapsed, error);
-        }
     }
 
     /// The command with id `id` ran for `elapsed` and replied with an error
@@ -618,6 +624,12 @@ mod tests {
         text.lines().filter(|l| !l.starts_with('#')).collect()
     }
 
+    /// The id of the command counted under `name` (the executor resolves
+    /// it once per request).
+    fn id(name: &str) -> CommandId {
+        CommandId::of(name).unwrap()
+    }
+
     #[test]
     fn leader_changes_count_each_new_term_with_a_leader_once() {
         let m = Metrics::new(1);
@@ -639,10 +651,11 @@ mod tests {
         let m = Metrics::new(7);
         m.observe_fsync(Duration::from_millis(2), 5);
         m.observe_commit(Duration::from_millis(3));
-        m.observe_command("set", Duration::from_micros(300), false);
-        m.observe_command("set", Duration::from_micros(300), true);
+        m.observe_command_at(id("set"), Duration::from_micros(300), false);
+        m.observe_command_at(id("set"), Duration::from_micros(300), true);
         m.observe_snapshot(SnapshotKind::Build, Duration::from_millis(40));
         m.count_forwarded_write();
+        m.observe_proposal(3);
         m.observe_leader(3, Some(2));
         let text = m.encode(&live(), Format::Prometheus).unwrap();
         let samples = lines(&text);
@@ -660,6 +673,8 @@ mod tests {
             "raftis_raft_running 1",
             "raftis_raft_log_fsync_duration_seconds_count 1",
             "raftis_raft_log_fsync_entries_sum 5",
+            "raftis_raft_proposal_writes_sum 3",
+            "raftis_raft_proposal_writes_count 1",
             "raftis_raft_proposal_commit_duration_seconds_count 1",
             "raftis_raft_snapshot_duration_seconds_count{kind=\"build\"} 1",
             "raftis_raft_snapshot_duration_seconds_count{kind=\"install\"} 0",
@@ -713,7 +728,7 @@ mod tests {
         );
         for (name, micros, error) in calls {
             let elapsed = Duration::from_micros(micros);
-            m.observe_command(name, elapsed, error);
+            m.observe_command_at(id(name), elapsed, error);
             let result = if error { "error" } else { "ok" };
             commands
                 .get_or_create(&CommandResultLabels {
@@ -753,7 +768,7 @@ mod tests {
             for _ in 0..4 {
                 scope.spawn(|| {
                     for i in 0..1_000u64 {
-                        m.observe_command("get", Duration::from_micros(i % 50), i % 10 == 0);
+                        m.observe_command_at(id("get"), Duration::from_micros(i % 50), i % 10 == 0);
                     }
                 });
             }
