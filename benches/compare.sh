@@ -294,9 +294,23 @@ csv_field() {
     grep -v '^"test"' "$1" | grep '^"[A-Z]' | head -n 1 | awk -F'","' -v f="$2" '{ gsub(/^"|"$/, ""); print $f }'
 }
 
-declare -A RPS P50 P99 MOVED NAME FAILED
+declare -A RPS P50 P99 MOVED NAME FAILED STEAL
 # Runs scenario $1, test $2 against the running target $3; records the
 # result under "$1|$2|$3".
+# The machine's CPU ticks since boot: "<steal> <total>" (/proc/stat). On a
+# virtual machine the hypervisor may run other guests on our CPUs (steal);
+# a run that lost much CPU that way measured the host, not the target.
+cpu_ticks() {
+    awk 'NR == 1 { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t; exit }' /proc/stat
+}
+
+# Percent of the CPU time between two cpu_ticks readings that was stolen.
+steal_percent() {
+    local s0 t0 s1 t1
+    read -r s0 t0 <<<"$1"; read -r s1 t1 <<<"$2"
+    awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", (t > 0 ? 100 * s / t : 0) }'
+}
+
 run_bench() {
     local scen=$1 test=$2 target=$3 key="$1|$2|$3" args leader="" port term_before term_after
     read -r -a args <<<"$(bench_args "$scen" "$test")"
@@ -317,7 +331,8 @@ run_bench() {
             ;;
         *-spread) targets_ports=("${TARGET_PORTS[@]}") ;;
     esac
-    local i pids=() ok=1 t0=$SECONDS status
+    local i pids=() ok=1 t0=$SECONDS status stat_before
+    stat_before=$(cpu_ticks)
     # timeout(1) itself is the background job, so that PIDS holds its pid:
     # it runs redis-benchmark in a process group of its own (out of reach
     # of a terminal's Ctrl-C), and passes the exit trap's TERM on to it.
@@ -330,6 +345,7 @@ run_bench() {
         status=0; wait "${pids[i]}" || status=$?
         OUT="$TARGET_DIR/bench.$i.csv" bench_ok "${targets_ports[i]}" "$status" "${args[@]}" || ok=""
     done
+    STEAL[$key]=$(steal_percent "$stat_before" "$(cpu_ticks)")
     local rest=() pid
     for pid in "${PIDS[@]}"; do [[ " ${pids[*]} " == *" $pid "* ]] || rest+=("$pid"); done
     PIDS=("${rest[@]}")
@@ -410,8 +426,8 @@ echo "- settings: TARGETS=\"${TARGETS[*]}\" SCENARIOS=\"${SCENARIOS[*]}\" TESTS=
 echo "- scenarios (redis-benchmark arguments, the same for every target):"
 for scen in "${SCENARIOS[@]}"; do echo "  - $scen: \`$(scenario_args "$scen")\`"; done
 echo
-echo "| scenario | test | target | req/s | ratio | p50 ms | ratio | p99 ms | ratio |"
-echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
+echo "| scenario | test | target | req/s | ratio | p50 ms | ratio | p99 ms | ratio | steal % |"
+echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
 any_moved=""
 for scen in "${SCENARIOS[@]}"; do
     for test in "${TESTS[@]}"; do
@@ -420,7 +436,8 @@ for scen in "${SCENARIOS[@]}"; do
             key="$scen|$test|$target"
             name=${NAME[$test]:-${test^^}}
             if [[ -n ${FAILED[$key]:-} ]]; then
-                printf '| %s | %s | %s | failed | | | | | |\n' "$scen" "$name" "$(describe "$target")"
+                printf '| %s | %s | %s | failed | | | | | | %s |\n' "$scen" "$name" "$(describe "$target")" \
+                    "${STEAL[$key]:-}"
                 continue
             fi
             mark=""
@@ -432,15 +449,18 @@ for scen in "${SCENARIOS[@]}"; do
                 r2=$(ratio "${P50[$key]}" "${P50[$base]}")
                 r3=$(ratio "${P99[$key]}" "${P99[$base]}")
             fi
-            printf '| %s | %s | %s%s | %.0f | %s | %.3f | %s | %.3f | %s |\n' "$scen" "$name" \
-                "$(describe "$target")" "$mark" "${RPS[$key]}" "$r1" "${P50[$key]}" "$r2" "${P99[$key]}" "$r3"
+            printf '| %s | %s | %s%s | %.0f | %s | %.3f | %s | %.3f | %s | %s |\n' "$scen" "$name" \
+                "$(describe "$target")" "$mark" "${RPS[$key]}" "$r1" "${P50[$key]}" "$r2" "${P99[$key]}" "$r3" \
+                "${STEAL[$key]:-}"
         done
     done
 done
 echo
 echo "Ratios are to redis-server with appendfsync always in the same scenario and test of this run:"
 echo "throughput ratio = target req/s / redis req/s (higher is better); latency ratio = target ms / redis ms"
-echo "(lower is better)."
+echo "(lower is better). Steal is the share of the machine's CPU time the hypervisor gave to other"
+echo "guests during the row's run (/proc/stat): a row with much steal measured a busy host; compare"
+echo "rows with little."
 if [[ " ${TARGETS[*]} " == *" raftis-3-spread "* ]]; then
     echo "The spread rows sum the req/s of the three redis-benchmark processes (one per node, started"
     echo "together, each sending the full -n) and show the worst node's p50 and p99."
