@@ -435,10 +435,9 @@ pub async fn start_with_telemetry(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     // Built here rather than by `serve_node`, so that the drain can count
     // the connections still open.
-    let state = Arc::new(ServerState::new(
-        crate::server::Settings::from(&*node.config),
-        crate::command::table::command_names(),
-    ));
+    let state = Arc::new(ServerState::new(crate::server::Settings::from(
+        &*node.config,
+    )));
     let http = HttpServer::start(http, node.clone(), state.clone())?;
     let http_addr = http.addr();
     let serving = crate::server::serve(resp, node.clone(), state.clone(), async move {

@@ -109,10 +109,7 @@ fn start(settings: Settings) -> Harness {
         inner: server_side,
         writes: Arc::clone(&writes),
     };
-    let state = Arc::new(ServerState::new(
-        settings,
-        raftis::command::table::command_names(),
-    ));
+    let state = Arc::new(ServerState::new(settings));
     let entry = Arc::new(ClientEntry::new(state.next_client_id(), None, None, -1));
     state.register(Arc::clone(&entry));
     let session = Session::new(state, entry);
@@ -312,13 +309,10 @@ async fn read_some(stream: &mut TcpStream, n: usize) -> Vec<u8> {
 async fn listener_enforces_maxclients_and_drains_on_shutdown() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = Arc::new(ServerState::new(
-        Settings {
-            maxclients: 1,
-            ..Settings::default()
-        },
-        raftis::command::table::command_names(),
-    ));
+    let state = Arc::new(ServerState::new(Settings {
+        maxclients: 1,
+        ..Settings::default()
+    }));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,

@@ -30,7 +30,7 @@ const MAXCLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// completes, then drains the open connections and returns.
 ///
 /// `node::start` calls it as
-/// `serve(listener, node.clone(), Arc::new(ServerState::new(settings, command_names())), signal)`.
+/// `serve(listener, node.clone(), Arc::new(ServerState::new(settings)), signal)`.
 ///
 /// # Errors
 /// Only the listener's own failure to report its address; accept errors
@@ -77,10 +77,7 @@ pub async fn serve_node(
     node: Arc<crate::node::Node>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let state = Arc::new(ServerState::new(
-        Settings::from(&*node.config),
-        crate::command::table::command_names(),
-    ));
+    let state = Arc::new(ServerState::new(Settings::from(&*node.config)));
     serve(listener, node, state, shutdown).await
 }
 

@@ -48,10 +48,7 @@ impl Session {
     /// settings: for running commands in tests and tools.
     #[must_use]
     pub fn detached() -> Self {
-        let server = Arc::new(ServerState::new(
-            Settings::default(),
-            crate::command::table::command_names(),
-        ));
+        let server = Arc::new(ServerState::new(Settings::default()));
         let client = Arc::new(ClientEntry::new(server.next_client_id(), None, None, -1));
         Session::new(server, client)
     }

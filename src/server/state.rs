@@ -568,22 +568,8 @@ pub struct ServerState {
 impl ServerState {
     /// Front-end state for a node started with `settings`, counting calls of
     /// every command of the command table.
-    ///
-    /// `command_names` must be the table's
-    /// [`command_names`](crate::command::table::command_names), as every
-    /// caller passes it: the counters come from the table itself now, and
-    /// the argument is only checked (it is to be dropped from the callers).
-    ///
-    /// # Panics
-    /// When `command_names` is not the table's, in its order.
     #[must_use]
-    pub fn new(settings: Settings, command_names: impl IntoIterator<Item = &'static str>) -> Self {
-        assert!(
-            command_names
-                .into_iter()
-                .eq(crate::command::table::command_names()),
-            "ServerState counts the command table's commands, in its order"
-        );
+    pub fn new(settings: Settings) -> Self {
         ServerState {
             settings: RuntimeSettings::new(settings),
             stats: Stats::new(),
@@ -699,14 +685,6 @@ mod tests {
             count += 1;
         }
         assert_eq!(count, stats.commands.len(), "one counter per command");
-    }
-
-    #[test]
-    #[should_panic(expected = "the command table's commands, in its order")]
-    fn server_state_refuses_names_that_are_not_the_table() {
-        let mut names: Vec<_> = command_names().collect();
-        names.swap(0, 1);
-        let _ = ServerState::new(Settings::default(), names);
     }
 
     #[test]
