@@ -6,9 +6,11 @@
 //! reader task routes each response to its caller by request id. A broken
 //! connection fails every request in flight on it; the next call reconnects.
 //!
-//! [`RaftNetwork`] adapts this to openraft's `RaftNetworkV2`: replication,
-//! votes, snapshot streaming (the snapshot file goes out in chunks, never
-//! whole in memory) and leader transfer. Forwarded writes and read-index
+//! [`RaftNetwork`] adapts this to openraft's `RaftNetworkV2`: replication
+//! (pipelined: several AppendEntries in flight per follower, their answers
+//! put back in request order by `network/ordered_pipeline.rs`), votes,
+//! snapshot streaming (the snapshot file goes out in chunks, never whole in
+//! memory) and leader transfer. Forwarded writes and read-index
 //! requests use the same channels (see `forward.rs` and `read.rs`).
 //!
 //! Call errors say whether the request may have reached the peer
@@ -24,9 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -39,14 +43,18 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::core::{as_i64, term_of};
 use super::rpc::{
-    codec, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError, SNAPSHOT_CHUNK,
+    codec, orders_appends, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError,
+    SNAPSHOT_CHUNK,
 };
-use super::types::{Member, Snapshot, TypeConfig, Vote};
+use super::types::{LogId, Member, Snapshot, TypeConfig, Vote};
 use crate::telemetry::trace::{attr, ActiveSpan, NodeTracer};
 use crate::telemetry::TraceParent;
 use openraft::EntryPayload;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
+use ordered_pipeline::{Answer, Limits, Sent};
+
+mod ordered_pipeline;
 
 /// Why a peer call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -94,8 +102,12 @@ impl CallError {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<PeerResponse>>>>;
 
+/// A request on its way to the writer task: its id, its encoded frame and
+/// where its response goes.
+type Outgoing = (u64, Bytes, oneshot::Sender<PeerResponse>);
+
 struct Connection {
-    requests: mpsc::UnboundedSender<(Envelope<PeerRequest>, oneshot::Sender<PeerResponse>)>,
+    requests: mpsc::UnboundedSender<Outgoing>,
     /// Callers waiting for a response, by request id.
     pending: Pending,
     /// Cleared by whichever of the two tasks sees the connection break first.
@@ -127,6 +139,11 @@ pub struct PeerChannel {
     resp_addrs: Arc<Mutex<HashMap<u64, String>>>,
     connect_timeout: Duration,
     backoff: Mutex<Backoff>,
+    /// Whether the peer, as of the last connection made, hands the
+    /// AppendEntries of a connection to Raft in arrival order (its Hello
+    /// answer said so): only then may several be in flight. False until
+    /// connected.
+    orders_appends: AtomicBool,
 }
 
 /// After a failed connect, further calls fail at once (nothing sent) until
@@ -142,6 +159,18 @@ const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl PeerChannel {
+    /// How many AppendEntries may be in flight to this peer now:
+    /// [`MAX_APPENDS_IN_FLIGHT`], or one while not connected (the request
+    /// that connects goes alone) or connected to a build that could reorder
+    /// them.
+    fn appends_in_flight(&self) -> usize {
+        if self.orders_appends.load(Ordering::Acquire) {
+            MAX_APPENDS_IN_FLIGHT
+        } else {
+            1
+        }
+    }
+
     /// The peer address this channel connects to.
     #[must_use]
     pub fn addr(&self) -> &str {
@@ -157,33 +186,47 @@ impl PeerChannel {
         req: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerResponse, CallError> {
-        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let call = self.start(req, timeout).await?;
+        wait_until(call.wait(), deadline, self.target, timeout).await
+    }
+
+    /// Encodes `req`, queues it on the connection (connecting first if need
+    /// be) and returns the wait for its response, which has no deadline of
+    /// its own. Requests started one after the other go out on the wire in
+    /// that order; their responses may come back in any order.
+    ///
+    /// # Errors
+    /// [`CallError::Unreachable`] when the request could not be encoded, or
+    /// not queued within `timeout`: it was certainly not sent.
+    pub async fn start(
+        &self,
+        req: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PendingCall, CallError> {
         // Until `send` returns, nothing is queued: running out of time there
         // means the request was certainly not sent.
-        let (id, pending, rx) = tokio::time::timeout(timeout, self.send(req))
+        let (id, bytes, pending, rx) = tokio::time::timeout(timeout, self.send(req))
             .await
             .map_err(|_| {
                 CallError::Unreachable(self.target, "no connection within the call's time".into())
             })??;
-        let remaining = timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(remaining, rx).await {
-            Err(_) => {
-                // Nobody will wait for this answer any more.
-                if let Ok(mut p) = pending.lock() {
-                    p.remove(&id);
-                }
-                Err(CallError::Timeout(self.target, timeout))
-            }
-            Ok(Err(_)) => Err(CallError::Lost(self.target, "connection closed".into())),
-            Ok(Ok(PeerResponse::Error(e))) => Err(CallError::Remote(self.target, e)),
-            Ok(Ok(resp)) => Ok(resp),
-        }
+        Ok(PendingCall {
+            target: self.target,
+            id,
+            bytes,
+            pending,
+            rx,
+            settled: false,
+        })
     }
 
+    /// Queues `req`; returns its id, its encoded size, the connection's
+    /// waiting callers and the receiver of its response.
     async fn send(
         &self,
         req: PeerRequest,
-    ) -> Result<(u64, Pending, oneshot::Receiver<PeerResponse>), CallError> {
+    ) -> Result<(u64, usize, Pending, oneshot::Receiver<PeerResponse>), CallError> {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // A traced caller (a forwarded write runs in its span's context)
@@ -193,6 +236,13 @@ impl PeerChannel {
             body: req,
             trace: TraceParent::current(),
         };
+        // Encoded here, not by the writer task, so the caller learns the
+        // size (pipelined replication counts the bytes in flight) and
+        // concurrent callers encode in parallel.
+        let frame = Bytes::from(postcard::to_allocvec(&env).map_err(|e| {
+            CallError::Unreachable(self.target, format!("cannot encode the request: {e}"))
+        })?);
+        let bytes = frame.len();
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_none_or(Connection::is_closed) {
             *guard = None;
@@ -212,9 +262,9 @@ impl PeerChannel {
             .as_ref()
             .ok_or_else(|| CallError::Unreachable(self.target, "no connection".into()))?;
         conn.requests
-            .send((env, tx))
+            .send((id, frame, tx))
             .map_err(|_| CallError::Unreachable(self.target, "connection closed".into()))?;
-        Ok((id, conn.pending.clone(), rx))
+        Ok((id, bytes, conn.pending.clone(), rx))
     }
 
     fn check_backoff(&self) -> Result<(), CallError> {
@@ -293,6 +343,10 @@ impl PeerChannel {
                 map.insert(node_id, resp_addr);
             }
         }
+        // Only the peer this channel is for may set how it is talked to.
+        // Builds before pipelining echo the Hello's id (0) here.
+        self.orders_appends
+            .store(orders_appends(reply.id), Ordering::Release);
 
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
@@ -317,30 +371,23 @@ async fn write_loop(
         tokio::net::tcp::OwnedWriteHalf,
         tokio_util::codec::LengthDelimitedCodec,
     >,
-    mut rx: mpsc::UnboundedReceiver<(Envelope<PeerRequest>, oneshot::Sender<PeerResponse>)>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     pending: Pending,
     alive: Arc<AtomicBool>,
 ) {
     'connection: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         // Queue everything that is waiting, then flush once.
-        while let Some((env, tx)) = next.take().or_else(|| rx.try_recv().ok()) {
-            let frame = match postcard::to_allocvec(&env) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode peer request");
-                    continue;
-                }
-            };
+        while let Some((id, frame, tx)) = next.take().or_else(|| rx.try_recv().ok()) {
             // Once the reader has seen the connection die, nobody would
             // answer: dropping `tx` tells the caller at once.
             if !alive.load(Ordering::Acquire) {
                 return;
             }
             if let Ok(mut p) = pending.lock() {
-                p.insert(env.id, tx);
+                p.insert(id, tx);
             }
-            if writer.feed(Bytes::from(frame)).await.is_err() {
+            if writer.feed(frame).await.is_err() {
                 break 'connection;
             }
         }
@@ -380,6 +427,71 @@ async fn read_loop(
 fn fail_all(pending: &Pending) {
     if let Ok(mut p) = pending.lock() {
         p.clear();
+    }
+}
+
+/// A request on its way to a peer: queued on the connection, its response
+/// not yet in. Dropping it (or its [`PendingCall::wait`]) stops the wait:
+/// the response is then discarded.
+pub struct PendingCall {
+    target: u64,
+    id: u64,
+    /// The request's encoded size.
+    bytes: usize,
+    /// The connection's waiting callers, to leave when giving up.
+    pending: Pending,
+    rx: oneshot::Receiver<PeerResponse>,
+    /// The response arrived or the connection dropped the waiter: nothing
+    /// to clean up.
+    settled: bool,
+}
+
+impl PendingCall {
+    /// The request's size on the wire (its frame, without the length
+    /// prefix).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Waits for the response, without a deadline: the caller bounds the
+    /// wait (see [`PeerChannel::call`] and pipelined replication).
+    ///
+    /// # Errors
+    /// [`CallError::Lost`] (the request may have arrived), or the peer's
+    /// [`CallError::Remote`] answer.
+    pub async fn wait(mut self) -> Result<PeerResponse, CallError> {
+        let received = (&mut self.rx).await;
+        self.settled = true;
+        match received {
+            Err(_) => Err(CallError::Lost(self.target, "connection closed".into())),
+            Ok(PeerResponse::Error(e)) => Err(CallError::Remote(self.target, e)),
+            Ok(resp) => Ok(resp),
+        }
+    }
+}
+
+/// `wait`'s outcome, or [`CallError::Timeout`] (reporting `timeout`) once
+/// `deadline` passes; dropping `wait` then leaves the connection's waiting
+/// callers.
+async fn wait_until<T>(
+    wait: impl Future<Output = Result<T, CallError>>,
+    deadline: tokio::time::Instant,
+    target: u64,
+    timeout: Duration,
+) -> Result<T, CallError> {
+    tokio::time::timeout_at(deadline, wait)
+        .await
+        .unwrap_or(Err(CallError::Timeout(target, timeout)))
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.settled {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -428,6 +540,7 @@ impl Peers {
             resp_addrs: self.resp_addrs.clone(),
             connect_timeout: self.connect_timeout,
             backoff: Mutex::default(),
+            orders_appends: AtomicBool::new(false),
         });
         map.insert(target, ch.clone());
         ch
@@ -585,10 +698,66 @@ impl RaftNetwork {
         (spans, traces)
     }
 
+    /// How long a Raft RPC may wait for its answer: openraft's hard TTL,
+    /// but at least `min_rpc_timeout` (see [`NetworkFactory::new`]).
+    fn rpc_timeout(&self, option: &RPCOption) -> Duration {
+        option.hard_ttl().max(self.min_rpc_timeout)
+    }
+
     async fn call(&self, req: PeerRequest, option: &RPCOption) -> Result<PeerResponse, CallError> {
-        self.channel
-            .call(req, option.hard_ttl().max(self.min_rpc_timeout))
+        self.channel.call(req, self.rpc_timeout(option)).await
+    }
+
+    /// Puts one AppendEntries on the wire, with the leader's spans of its
+    /// traced entries.
+    async fn start_append(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<SentAppend, CallError> {
+        let (spans, traces) = self.sent_spans(&rpc);
+        let prev = rpc.prev_log_id;
+        let last = rpc.entries.last().map(|e| e.log_id).or(prev);
+        match self
+            .channel
+            .start(PeerRequest::AppendEntries(rpc, traces), timeout)
             .await
+        {
+            Ok(call) => Ok(SentAppend {
+                call,
+                spans,
+                target: self.channel.target,
+                prev,
+                last,
+            }),
+            Err(e) => {
+                for span in &spans {
+                    span.fail(e.kind(), &e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`RaftNetwork::start_append`] as a step of the pipelined stream: the
+    /// wait for the answer (without a deadline: the pipeline times the
+    /// oldest request) and the request's size, or the request's (last)
+    /// answer when it could not be sent within `timeout`.
+    async fn send_in_stream(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<Sent<impl Future<Output = Answer<StreamItem>> + Send>, StreamItem> {
+        match self.start_append(rpc, timeout).await {
+            Ok(sent) => Ok(Sent {
+                bytes: sent.call.bytes(),
+                answer: async move {
+                    let (target, prev, last) = (sent.target, sent.prev, sent.last);
+                    stream_answer(sent.answer(None).await, target, prev, last)
+                },
+            }),
+            Err(e) => Err(Err(rpc_error(e))),
+        }
     }
 
     async fn send_snapshot(
@@ -644,6 +813,110 @@ impl RaftNetwork {
     }
 }
 
+/// How many AppendEntries may be sent to one follower and not yet answered.
+/// One is stop-and-wait: every request pays a round trip that includes the
+/// follower's fsync, and entries proposed meanwhile wait for the next one.
+/// A few in flight keep the follower's log and fsync busy: it appends the
+/// next request while the previous one is being synced, so requests that
+/// arrive together share one fsync. More than a handful buys nothing (the
+/// leader batches whatever accumulated into each request, up to
+/// `max_payload_entries`) and only adds what is resent after a conflict or
+/// a broken connection.
+pub const MAX_APPENDS_IN_FLIGHT: usize = 8;
+
+/// No further AppendEntries is sent to a follower while this many bytes
+/// (encoded) of them are unanswered; one request always may go, however
+/// big. A request carries up to `max_payload_entries` entries, each with a
+/// value of up to 512 MB, so [`MAX_APPENDS_IN_FLIGHT`] of them could pin
+/// gigabytes in the leader's socket buffers and the follower's queue, and
+/// resend them all after a conflict. 16 MiB keeps a fast link busy (well
+/// over a round trip's worth at 10 Gbit/s and a millisecond) while bounding
+/// that memory per follower.
+pub const MAX_APPEND_BYTES_IN_FLIGHT: usize = 16 * 1024 * 1024;
+
+/// One item of the `stream_append` output, as openraft expects it.
+type StreamItem = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+/// An AppendEntries on its way to the follower, with what its answer needs.
+struct SentAppend {
+    call: PendingCall,
+    /// The leader's spans of the request's traced entries, ended once it is
+    /// answered.
+    spans: Vec<ActiveSpan>,
+    target: u64,
+    /// The log id before the request's entries.
+    prev: Option<LogId>,
+    /// The log id of its last entry (`prev` when it has none).
+    last: Option<LogId>,
+}
+
+impl SentAppend {
+    /// Waits for the follower's answer, until `deadline` if given (with the
+    /// timeout it ends, for the error), and ends the spans accordingly.
+    async fn answer(
+        self,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, CallError> {
+        let wait = self.call.wait();
+        let received = match deadline {
+            Some((deadline, timeout)) => wait_until(wait, deadline, self.target, timeout).await,
+            None => wait.await,
+        };
+        let answer = match received {
+            Ok(PeerResponse::AppendEntries(r)) => Ok(r),
+            Ok(_) => Err(CallError::Protocol(self.target)),
+            Err(e) => Err(e),
+        };
+        for span in &self.spans {
+            match &answer {
+                // The follower refused the entries (a conflict, a newer
+                // vote): openraft sends them again or steps down.
+                Ok(r) if !r.is_success() => span.not_done("refused"),
+                Ok(_) => {}
+                Err(e) => span.fail(e.kind(), &e.to_string()),
+            }
+        }
+        answer
+    }
+}
+
+/// What the `stream_append` output yields for `target`'s answer to a
+/// request covering `(prev, last]`, and whether the stream ends with it:
+/// exactly as openraft's `stream_append_sequential` treats each answer.
+fn stream_answer(
+    answer: Result<AppendEntriesResponse<TypeConfig>, CallError>,
+    target: u64,
+    prev: Option<LogId>,
+    last: Option<LogId>,
+) -> Answer<StreamItem> {
+    match answer {
+        // A conflict names the entry before the request's; there is none
+        // before the start of the log, so such an answer makes no sense
+        // (and openraft would panic on it).
+        Ok(AppendEntriesResponse::Conflict) if prev.is_none() => Answer {
+            item: Err(rpc_error(CallError::Protocol(target))),
+            last: true,
+        },
+        Ok(resp) => {
+            // A partial success that covers less than was sent ends the
+            // stream: the rest must be sent again from where it stopped.
+            let complete = match &resp {
+                AppendEntriesResponse::Success => true,
+                AppendEntriesResponse::PartialSuccess(matched) => *matched == last,
+                AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_) => false,
+            };
+            Answer {
+                item: Ok(resp.into_stream_result(prev, last)),
+                last: !complete,
+            }
+        }
+        Err(e) => Answer {
+            item: Err(rpc_error(e)),
+            last: true,
+        },
+    }
+}
+
 /// How long the sender waits after a peer refused a snapshot for lack of
 /// disk space before it reports the failure (and openraft starts over).
 const NO_SPACE_PAUSE: Duration = Duration::from_secs(1);
@@ -681,26 +954,57 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let (spans, traces) = self.sent_spans(&rpc);
-        let answer = match self
-            .call(PeerRequest::AppendEntries(rpc, traces), &option)
-            .await
-        {
-            Ok(PeerResponse::AppendEntries(r)) => Ok(r),
-            Ok(_) => Err(CallError::Protocol(self.channel.target)),
-            Err(e) => Err(e),
-        };
-        for span in &spans {
-            match &answer {
-                // The follower refused the entries (a conflict, a newer
-                // vote): openraft sends them again or steps down.
-                Ok(r) if !r.is_success() => span.not_done("refused"),
-                Ok(_) => {}
-                Err(e) => span.fail(e.kind(), &e.to_string()),
-            }
+        let timeout = self.rpc_timeout(&option);
+        let deadline = tokio::time::Instant::now() + timeout;
+        match self.start_append(rpc, timeout).await {
+            Ok(sent) => sent
+                .answer(Some((deadline, timeout)))
+                .await
+                .map_err(rpc_error),
+            Err(e) => Err(rpc_error(e)),
         }
-        drop(spans);
-        answer.map_err(rpc_error)
+    }
+
+    /// Pipelined replication: each request goes out as soon as openraft
+    /// hands it over, up to [`MAX_APPENDS_IN_FLIGHT`] and
+    /// [`MAX_APPEND_BYTES_IN_FLIGHT`] unanswered (one at a time to a
+    /// follower of a build before `PEER_PROTOCOL` 1), instead of one round
+    /// trip (with the follower's fsync in it) per request. The follower
+    /// hands a connection's requests to Raft in arrival order
+    /// (`rpc_server.rs`), and the answers come out here in request order.
+    /// Like openraft's sequential default, the stream ends after the first
+    /// answer that is not a full success (a conflict, a higher vote, a
+    /// partial success) or the first transport error. As openraft asks of
+    /// a streaming transport, the timeout is per answer, not per request:
+    /// the oldest unanswered request must be answered within it of its
+    /// send or of the previous answer, so requests queued behind a large
+    /// one are not failed for the wait, and a silent follower still ends
+    /// the stream one timeout after its last answer.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, StreamItem>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let timeout = self.rpc_timeout(&option);
+        let this: &'s RaftNetwork = self;
+        let channel = &*this.channel;
+        let target = channel.target;
+        let limits = Limits {
+            requests: move || channel.appends_in_flight(),
+            bytes: MAX_APPEND_BYTES_IN_FLIGHT,
+            answer_timeout: timeout,
+        };
+        let answers = ordered_pipeline::ordered(
+            input,
+            limits,
+            move |rpc| this.send_in_stream(rpc, timeout),
+            move || Err(rpc_error(CallError::Timeout(target, timeout))),
+        );
+        let answers: BoxStream<'s, _> = Box::pin(answers);
+        Box::pin(std::future::ready(Ok(answers)))
     }
 
     async fn vote(
@@ -764,10 +1068,463 @@ impl RaftNetworkV2<TypeConfig> for RaftNetwork {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{CallError, Peers, SelfInfo};
-    use crate::cluster::rpc::PeerRequest;
+    use bytes::Bytes;
+    use futures::{SinkExt, StreamExt};
+    use openraft::errors::RPCError;
+    use openraft::network::{RPCOption, RaftNetworkFactory};
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendError};
+    use openraft::RaftNetworkV2;
+    use tokio::net::TcpListener;
+    use tokio_util::codec::{FramedRead, FramedWrite};
+
+    use super::{stream_answer, CallError, NetworkFactory, Peers, SelfInfo};
+    use crate::cluster::rpc::{codec, Envelope, PeerRequest, PeerResponse, PEER_PROTOCOL};
+    use crate::cluster::types::{LogId, Member, TypeConfig, Vote};
+    use crate::telemetry::trace::NodeTracer;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(
+            openraft::impls::leader_id_adv::LeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        )
+    }
+
+    /// An entry-less request after entry `prev`: the fake follower tells
+    /// requests apart by it.
+    fn request(prev: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new(1, 1),
+            prev_log_id: Some(log_id(prev)),
+            entries: Vec::new(),
+            leader_commit: None,
+        }
+    }
+
+    /// A follower (node 2) of this build on a free port that answers the
+    /// Hello and the first AppendEntries (the sender pipelines only once the
+    /// follower has answered), then reads `expect` more without answering
+    /// any, and only then answers those, last first, with `answer(prev)`;
+    /// `None` closes the connection instead. A sender that waited for each
+    /// answer before sending the next request would never get one: the
+    /// test's deadline would fail it. Returns the address and the `prev`
+    /// indexes received.
+    async fn slow_follower(
+        expect: usize,
+        answer: fn(u64) -> Option<AppendEntriesResponse<TypeConfig>>,
+    ) -> (String, tokio::task::JoinHandle<Vec<u64>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, w) = stream.into_split();
+            let mut reader = FramedRead::new(r, codec());
+            let mut writer = FramedWrite::new(w, codec());
+            let send = |body: PeerResponse, id: u64| {
+                Bytes::from(postcard::to_allocvec(&Envelope::new(id, body)).unwrap())
+            };
+            let frame = reader.next().await.unwrap().unwrap();
+            let hello: Envelope<PeerRequest> = postcard::from_bytes(&frame).unwrap();
+            assert!(matches!(hello.body, PeerRequest::Hello { .. }));
+            let hello = PeerResponse::Hello {
+                node_id: 2,
+                resp_addr: "127.0.0.1:2".into(),
+            };
+            writer.send(send(hello, PEER_PROTOCOL)).await.unwrap();
+            let mut received = Vec::new();
+            let frame = reader.next().await.unwrap().unwrap();
+            let first: Envelope<PeerRequest> = postcard::from_bytes(&frame).unwrap();
+            let PeerRequest::AppendEntries(rpc, _) = first.body else {
+                panic!("expected AppendEntries, got {:?}", first.body);
+            };
+            let success = PeerResponse::AppendEntries(AppendEntriesResponse::Success);
+            writer.send(send(success, first.id)).await.unwrap();
+            let first_prev = rpc.prev_log_id.unwrap().index;
+            while received.len() < expect {
+                let frame = reader.next().await.unwrap().unwrap();
+                let env: Envelope<PeerRequest> = postcard::from_bytes(&frame).unwrap();
+                match env.body {
+                    PeerRequest::AppendEntries(rpc, _) => {
+                        received.push((env.id, rpc.prev_log_id.unwrap().index));
+                    }
+                    other => panic!("expected AppendEntries, got {other:?}"),
+                }
+            }
+            for &(id, prev) in received.iter().rev() {
+                match answer(prev) {
+                    Some(resp) => writer
+                        .send(send(PeerResponse::AppendEntries(resp), id))
+                        .await
+                        .unwrap(),
+                    None => break,
+                }
+            }
+            let prevs = std::iter::once(first_prev).chain(received.iter().map(|r| r.1));
+            let prevs = prevs.collect();
+            if received.iter().all(|&(_, prev)| answer(prev).is_some()) {
+                // Keep the connection open until the sender is done with it.
+                let _ = reader.next().await;
+            }
+            prevs
+        });
+        (addr, task)
+    }
+
+    /// Node 1's openraft view of node 2 at `addr`.
+    async fn network_to(addr: &str) -> super::RaftNetwork {
+        let peers = Arc::new(Peers::new(
+            SelfInfo {
+                node_id: 1,
+                resp_addr: "127.0.0.1:1".into(),
+            },
+            Duration::from_secs(5),
+        ));
+        let mut factory = NetworkFactory::new(peers, Duration::from_secs(10), NodeTracer::off());
+        factory
+            .new_client(
+                2,
+                &Member {
+                    peer_addr: addr.to_string(),
+                },
+            )
+            .await
+    }
+
+    type Item = Result<openraft::raft::StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+    /// Runs `stream_append` over `requests` (ending the input after them)
+    /// and collects its output, within a deadline.
+    async fn stream(addr: &str, prevs: &[u64]) -> Vec<Item> {
+        let mut network = network_to(addr).await;
+        let input = futures::stream::iter(prevs.iter().map(|&p| request(p)).collect::<Vec<_>>());
+        let option = RPCOption::new(Duration::from_secs(10));
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let output = network.stream_append(input, option).await.unwrap();
+            output.collect::<Vec<_>>().await
+        })
+        .await
+        .expect("the follower answers only once three requests are in flight")
+    }
+
+    /// Once the follower has answered, three AppendEntries are on the wire
+    /// before the next answer, in request order; answered last first, they
+    /// come out first first.
+    #[tokio::test]
+    async fn stream_append_keeps_several_in_flight_and_answers_in_order() {
+        let (addr, follower) = slow_follower(3, |_| Some(AppendEntriesResponse::Success)).await;
+        let out = stream(&addr, &[0, 1, 2, 3]).await;
+        let matched: Vec<_> = out.into_iter().map(|item| item.unwrap().unwrap()).collect();
+        let expected: Vec<_> = (0..4).map(|i| Some(log_id(i))).collect();
+        assert_eq!(matched, expected);
+        assert_eq!(
+            follower.await.unwrap(),
+            [0, 1, 2, 3],
+            "sent in request order"
+        );
+    }
+
+    /// A conflict ends the output, even though the request after it was
+    /// answered (first) with a success.
+    #[tokio::test]
+    async fn stream_append_ends_after_a_conflict() {
+        let (addr, follower) = slow_follower(3, |prev| {
+            Some(if prev == 2 {
+                AppendEntriesResponse::Conflict
+            } else {
+                AppendEntriesResponse::Success
+            })
+        })
+        .await;
+        let out = stream(&addr, &[0, 1, 2, 3]).await;
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0].as_ref().unwrap().as_ref().unwrap(), &Some(log_id(0)));
+        assert_eq!(out[1].as_ref().unwrap().as_ref().unwrap(), &Some(log_id(1)));
+        match &out[2] {
+            Ok(Err(StreamAppendError::Conflict(at))) => assert_eq!(*at, log_id(2)),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(follower.await.unwrap(), [0, 1, 2, 3]);
+    }
+
+    /// A connection that breaks with requests in flight ends the output
+    /// with a network error, after the answers that came before it.
+    #[tokio::test]
+    async fn stream_append_ends_with_the_first_transport_error() {
+        let (addr, follower) = slow_follower(2, |prev| {
+            (prev == 2).then_some(AppendEntriesResponse::Success)
+        })
+        .await;
+        // The follower answers request 2 and hangs up before answering 1.
+        let out = stream(&addr, &[0, 1, 2]).await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].as_ref().unwrap().as_ref().unwrap(), &Some(log_id(0)));
+        assert!(matches!(out[1], Err(RPCError::Network(_))), "{out:?}");
+        assert_eq!(follower.await.unwrap(), [0, 1, 2]);
+    }
+
+    /// Towards a follower of a build before pipelining (its Hello answer
+    /// carries the caller's id, 0), AppendEntries go one at a time: when the
+    /// follower receives a request, the next one has not even been taken
+    /// from openraft's input.
+    #[tokio::test(flavor = "current_thread")]
+    async fn stream_append_sends_one_at_a_time_to_an_old_follower() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = pulled.clone();
+        let follower = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, w) = stream.into_split();
+            let mut reader = FramedRead::new(r, codec());
+            let mut writer = FramedWrite::new(w, codec());
+            let mut pulled_at_arrival = Vec::new();
+            while let Some(Ok(frame)) = reader.next().await {
+                let env: Envelope<PeerRequest> = postcard::from_bytes(&frame).unwrap();
+                let body = match env.body {
+                    PeerRequest::Hello { .. } => PeerResponse::Hello {
+                        node_id: 2,
+                        resp_addr: "127.0.0.1:2".into(),
+                    },
+                    PeerRequest::AppendEntries(..) => {
+                        pulled_at_arrival.push(seen.load(std::sync::atomic::Ordering::SeqCst));
+                        PeerResponse::AppendEntries(AppendEntriesResponse::Success)
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                // An old build answers with the request's own id.
+                let frame = postcard::to_allocvec(&Envelope::new(env.id, body)).unwrap();
+                writer.send(Bytes::from(frame)).await.unwrap();
+                if pulled_at_arrival.len() == 3 {
+                    break;
+                }
+            }
+            pulled_at_arrival
+        });
+        let mut network = network_to(&addr).await;
+        let counter = pulled.clone();
+        let input = futures::stream::iter([1, 2, 3].map(request)).inspect(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let output = tokio::time::timeout(Duration::from_secs(20), async {
+            let option = RPCOption::new(Duration::from_secs(10));
+            let output = network.stream_append(input, option).await.unwrap();
+            output.collect::<Vec<_>>().await
+        })
+        .await
+        .unwrap();
+        let matched: Vec<_> = output.into_iter().map(|i| i.unwrap().unwrap()).collect();
+        assert_eq!(matched, [Some(log_id(1)), Some(log_id(2)), Some(log_id(3))]);
+        assert_eq!(follower.await.unwrap(), [1, 2, 3]);
+    }
+
+    /// A request after entry `prev` carrying one entry whose value is
+    /// `value_len` bytes.
+    fn big_request(prev: u64, value_len: usize) -> AppendEntriesRequest<TypeConfig> {
+        let entry = crate::cluster::types::Entry {
+            log_id: log_id(prev + 1),
+            payload: openraft::EntryPayload::Normal(crate::cluster::types::StampedOp {
+                now_ms: 0,
+                op: crate::cluster::op::Op::SetNx {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from(vec![b'v'; value_len]),
+                },
+                trace: None,
+            }),
+        };
+        AppendEntriesRequest {
+            entries: vec![entry],
+            ..request(prev)
+        }
+    }
+
+    /// No AppendEntries is sent while `MAX_APPEND_BYTES_IN_FLIGHT` or more
+    /// (encoded) are unanswered: with 6 MiB requests, three are in flight,
+    /// not `MAX_APPENDS_IN_FLIGHT`. On a current-thread runtime the
+    /// sender takes from openraft's input until it must wait, before the
+    /// follower reads anything; so when the third big request arrives, a
+    /// sender without a byte limit would have taken all of them.
+    #[tokio::test(flavor = "current_thread")]
+    async fn stream_append_stops_at_the_byte_limit() {
+        const VALUE: usize = 6 * 1024 * 1024;
+        // Two requests stay under the limit, three reach it.
+        const {
+            assert!(
+                3 * VALUE >= super::MAX_APPEND_BYTES_IN_FLIGHT
+                    && 2 * VALUE < super::MAX_APPEND_BYTES_IN_FLIGHT
+            );
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = pulled.clone();
+        let follower = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, w) = stream.into_split();
+            let mut reader = FramedRead::new(r, codec());
+            let mut writer = FramedWrite::new(w, codec());
+            let mut unanswered = Vec::new();
+            let mut pulled_at_arrival = Vec::new();
+            let answer = |id: u64| {
+                let body = PeerResponse::AppendEntries(AppendEntriesResponse::Success);
+                Bytes::from(postcard::to_allocvec(&Envelope::new(id, body)).unwrap())
+            };
+            while let Some(Ok(frame)) = reader.next().await {
+                let env: Envelope<PeerRequest> = postcard::from_bytes(&frame).unwrap();
+                match env.body {
+                    PeerRequest::Hello { .. } => {
+                        let body = PeerResponse::Hello {
+                            node_id: 2,
+                            resp_addr: "127.0.0.1:2".into(),
+                        };
+                        let frame = postcard::to_allocvec(&Envelope::new(PEER_PROTOCOL, body));
+                        writer.send(Bytes::from(frame.unwrap())).await.unwrap();
+                    }
+                    PeerRequest::AppendEntries(rpc, _) => {
+                        pulled_at_arrival.push(seen.load(std::sync::atomic::Ordering::SeqCst));
+                        if rpc.entries.is_empty() {
+                            // The first, small request: answered at once,
+                            // so the sender may pipeline.
+                            writer.send(answer(env.id)).await.unwrap();
+                        } else {
+                            unanswered.push(env.id);
+                        }
+                        // Three big ones in flight, or the last two: answer
+                        // them all.
+                        if unanswered.len() == 3 || pulled_at_arrival.len() == 6 {
+                            for id in unanswered.drain(..) {
+                                writer.send(answer(id)).await.unwrap();
+                            }
+                        }
+                        if pulled_at_arrival.len() == 6 {
+                            break;
+                        }
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            pulled_at_arrival
+        });
+        let mut network = network_to(&addr).await;
+        let counter = pulled.clone();
+        let requests = std::iter::once(request(0)).chain((0..5).map(|p| big_request(p, VALUE)));
+        let input = futures::stream::iter(requests.collect::<Vec<_>>()).inspect(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let output = tokio::time::timeout(Duration::from_secs(60), async {
+            let option = RPCOption::new(Duration::from_secs(10));
+            let output = network.stream_append(input, option).await.unwrap();
+            output.collect::<Vec<_>>().await
+        })
+        .await
+        .unwrap();
+        let matched: Vec<_> = output.into_iter().map(|i| i.unwrap().unwrap()).collect();
+        let expected: Vec<_> = std::iter::once(Some(log_id(0)))
+            .chain((1..=5).map(|i| Some(log_id(i))))
+            .collect();
+        assert_eq!(matched, expected);
+        // The first went alone; then three big ones, 18 MiB, and nothing
+        // more was taken until they were answered.
+        assert_eq!(follower.await.unwrap(), [1, 4, 4, 4, 6, 6]);
+    }
+
+    /// A Hello answered by another node than the channel's says nothing of
+    /// how the channel's peer handles AppendEntries: it stays one at a time.
+    #[tokio::test]
+    async fn a_wrong_node_does_not_set_the_protocol() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let impostor = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, w) = stream.into_split();
+            let mut reader = FramedRead::new(r, codec());
+            let mut writer = FramedWrite::new(w, codec());
+            let _hello = reader.next().await.unwrap().unwrap();
+            let body = PeerResponse::Hello {
+                node_id: 3,
+                resp_addr: "127.0.0.1:3".into(),
+            };
+            let frame = postcard::to_allocvec(&Envelope::new(PEER_PROTOCOL, body)).unwrap();
+            writer.send(Bytes::from(frame)).await.unwrap();
+            // Hold the connection until the caller gives up on it.
+            let _ = reader.next().await;
+        });
+        let peers = Peers::new(
+            SelfInfo {
+                node_id: 1,
+                resp_addr: "127.0.0.1:1".into(),
+            },
+            Duration::from_secs(5),
+        );
+        let channel = peers.channel(2, &addr);
+        let call = channel
+            .call(PeerRequest::ReadIndex, Duration::from_secs(10))
+            .await;
+        match call {
+            Err(CallError::Unreachable(2, why)) => assert!(why.contains("node 3"), "{why}"),
+            other => panic!("expected the wrong node to be refused, got {other:?}"),
+        }
+        assert_eq!(channel.appends_in_flight(), 1);
+        impostor.await.unwrap();
+    }
+
+    /// Each answer maps to openraft's stream item as its sequential
+    /// `stream_append` maps it, and ends the stream where that one does.
+    #[test]
+    fn answers_map_as_openraft_maps_them() {
+        let (prev, last) = (Some(log_id(4)), Some(log_id(9)));
+        let ok = stream_answer(Ok(AppendEntriesResponse::Success), 2, prev, last);
+        assert!(!ok.last);
+        assert_eq!(ok.item.unwrap().unwrap(), last);
+
+        let whole = stream_answer(
+            Ok(AppendEntriesResponse::PartialSuccess(last)),
+            2,
+            prev,
+            last,
+        );
+        assert!(!whole.last, "a partial success that covers it all goes on");
+        let part = stream_answer(
+            Ok(AppendEntriesResponse::PartialSuccess(Some(log_id(6)))),
+            2,
+            prev,
+            last,
+        );
+        assert!(part.last, "a partial success ends the stream");
+        assert_eq!(part.item.unwrap().unwrap(), Some(log_id(6)));
+
+        let conflict = stream_answer(Ok(AppendEntriesResponse::Conflict), 2, prev, last);
+        assert!(conflict.last);
+        assert!(matches!(
+            conflict.item,
+            Ok(Err(StreamAppendError::Conflict(at))) if at == log_id(4)
+        ));
+        let nonsense = stream_answer(Ok(AppendEntriesResponse::Conflict), 2, None, None);
+        assert!(nonsense.last);
+        assert!(matches!(nonsense.item, Err(RPCError::Network(_))));
+
+        let higher = stream_answer(
+            Ok(AppendEntriesResponse::HigherVote(Vote::new(5, 3))),
+            2,
+            prev,
+            last,
+        );
+        assert!(higher.last);
+        assert!(matches!(
+            higher.item,
+            Ok(Err(StreamAppendError::HigherVote(_)))
+        ));
+
+        let lost = stream_answer(Err(CallError::Lost(2, "gone".into())), 2, prev, last);
+        assert!(lost.last);
+        assert!(matches!(lost.item, Err(RPCError::Network(_))));
+        let unsent = stream_answer(Err(CallError::Unreachable(2, "no".into())), 2, prev, last);
+        assert!(matches!(unsent.item, Err(RPCError::Unreachable(_))));
+    }
 
     /// A dead peer costs one connect attempt per backoff period: calls in
     /// between fail at once, as not sent, without touching the network.

@@ -30,6 +30,24 @@ pub const MAX_FRAME: usize = 600 * 1024 * 1024;
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 
+/// The peer protocol version this build speaks, sent in the envelope id of
+/// the answer to a `Hello` (the handshake is one request and one answer, so
+/// that id correlates nothing; callers of older builds ignore it). Builds
+/// before version 1 echo the caller's id, which is 0.
+///
+/// Version 1: a connection's AppendEntries reach Raft in arrival order, so
+/// the leader may keep several in flight on it. A leader keeps one at a time
+/// towards a version-0 follower, which handles each request in a task of its
+/// own and could let a later one overtake an earlier one.
+pub const PEER_PROTOCOL: u64 = 1;
+
+/// Whether a follower that answered the `Hello` with `version` hands a
+/// connection's AppendEntries to Raft in arrival order.
+#[must_use]
+pub fn orders_appends(version: u64) -> bool {
+    version >= 1
+}
+
 /// The framing codec shared by both ends.
 #[must_use]
 pub fn codec() -> LengthDelimitedCodec {
@@ -76,7 +94,8 @@ pub struct EntryTrace {
 /// What one node asks of another.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// First message on a connection: who is calling and where its clients connect.
+    /// First message on a connection: who is calling and where its clients
+    /// connect. Answered with [`PEER_PROTOCOL`] as the envelope id.
     Hello {
         /// The caller's node id.
         node_id: u64,
@@ -84,7 +103,8 @@ pub enum PeerRequest {
         resp_addr: String,
     },
     /// Raft log replication / heartbeat, with the leader's span for each
-    /// traced entry (usually none).
+    /// traced entry (usually none). A leader keeps several in flight on its
+    /// connection; the follower hands them to Raft in arrival order.
     AppendEntries(AppendEntriesRequest<TypeConfig>, Vec<EntryTrace>),
     /// Raft election.
     Vote(VoteRequest<TypeConfig>),

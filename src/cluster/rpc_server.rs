@@ -1,11 +1,14 @@
 //! The server side of the peer channel.
 //!
 //! Accepts peer connections, answers the caller's `Hello` with this node's
-//! identity, then reads requests and answers each one on the same
-//! connection. Requests run concurrently (a slow snapshot install must not
-//! hold up heartbeats), except snapshot chunks, which are written to a file in
-//! arrival order by the reading loop itself. Responses funnel through one
-//! writer task that flushes once per burst.
+//! identity (and, in the answer's id, its peer protocol version), then reads
+//! requests and answers each one on the same connection. Requests run
+//! concurrently (a slow snapshot install must not hold up heartbeats),
+//! except snapshot chunks, which are written to a file in arrival order by
+//! the reading loop itself, and AppendEntries, which reach Raft in arrival
+//! order through the connection's pipeline (`append_pipeline.rs`; the
+//! leader keeps several in flight). Responses funnel through one writer
+//! task that flushes once per burst.
 //!
 //! A node short of disk space refuses log entries and snapshots
 //! (`disk_guard.rs` decides); a refused snapshot transfer is abandoned and
@@ -25,10 +28,15 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::core::{as_i64, now_ms, Core};
-use super::rpc::{codec, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError};
+use super::rpc::{
+    codec, EntryTrace, Envelope, PeerRequest, PeerResponse, RemoteError, PEER_PROTOCOL,
+};
 use crate::telemetry::trace::{attr, ActiveSpan};
+use append_pipeline::{AppendPipeline, Queued};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
+
+mod append_pipeline;
 
 /// Serves peer connections on `listener` until the task is dropped; then
 /// every connection it accepted is closed too, so peers notice at once and
@@ -66,6 +74,9 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
     let (tx, rx) = mpsc::unbounded_channel::<Envelope<PeerResponse>>();
     let writer_task = tokio::spawn(write_loop(writer, rx));
     let mut incoming: HashMap<u64, Incoming> = HashMap::new();
+    // Started by the first AppendEntries: only a leader's connection
+    // carries them.
+    let mut appends: Option<AppendPipeline> = None;
 
     while let Some(Ok(frame)) = reader.next().await {
         let env: Envelope<PeerRequest> = match postcard::from_bytes(&frame) {
@@ -78,6 +89,15 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
         let id = env.id;
         let trace = env.trace;
         match env.body {
+            PeerRequest::Hello { node_id, resp_addr } => {
+                core.peers.learn_resp_addr(node_id, resp_addr);
+                let body = PeerResponse::Hello {
+                    node_id: core.id,
+                    resp_addr: core.peers.me().resp_addr.clone(),
+                };
+                // The answer's id says which protocol this node speaks.
+                let _ = tx.send(Envelope::new(PEER_PROTOCOL, body));
+            }
             PeerRequest::SnapshotChunk {
                 transfer_id,
                 offset,
@@ -177,6 +197,29 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
                     }
                 }
             }
+            PeerRequest::AppendEntries(rpc, traces) => {
+                // Critically low on disk space: store nothing new, but let
+                // heartbeats (no entries) through so this node does not
+                // start elections. The leader retries with backoff. The
+                // refusal may overtake earlier requests' answers: the
+                // leader puts answers back in request order.
+                if !rpc.entries.is_empty() {
+                    if let Some(refusal) = core.disk.replication_refusal() {
+                        let _ = tx.send(Envelope::new(id, PeerResponse::Error(refusal)));
+                        continue;
+                    }
+                }
+                let spans = received_spans(&core, &traces, rpc.entries.len());
+                appends
+                    .get_or_insert_with(|| {
+                        let raft = core.raft.clone();
+                        AppendPipeline::spawn(
+                            move |requests| Box::pin(raft.stream_append(requests)),
+                            tx.clone(),
+                        )
+                    })
+                    .push(Queued { id, rpc, spans });
+            }
             body => {
                 let core = core.clone();
                 let tx = tx.clone();
@@ -187,6 +230,11 @@ async fn serve_connection(stream: TcpStream, core: Arc<Core>) {
             }
         }
     }
+    // The pipeline's task ends once its sender is gone, and with it the
+    // last sender of answers, which ends the writer. Dropped first: Raft
+    // need not keep taking this connection's requests while the files
+    // below are removed.
+    drop(appends);
     // Unfinished incoming snapshots are garbage now.
     for (_, inc) in incoming {
         abandon(inc).await;
@@ -224,34 +272,6 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
     let fatal =
         |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
     match req {
-        PeerRequest::Hello { node_id, resp_addr } => {
-            core.peers.learn_resp_addr(node_id, resp_addr);
-            PeerResponse::Hello {
-                node_id: core.id,
-                resp_addr: core.peers.me().resp_addr.clone(),
-            }
-        }
-        PeerRequest::AppendEntries(rpc, traces) => {
-            // Critically low on disk space: store nothing new, but let
-            // heartbeats (no entries) through so this node does not start
-            // elections. The leader retries with backoff.
-            if !rpc.entries.is_empty() {
-                if let Some(refusal) = core.disk.replication_refusal() {
-                    return PeerResponse::Error(refusal);
-                }
-            }
-            let spans = received_spans(core, &traces, rpc.entries.len());
-            let response = match core.raft.append_entries(rpc).await {
-                Ok(r) => PeerResponse::AppendEntries(r),
-                Err(e) => fatal(&e),
-            };
-            if let PeerResponse::Error(e) = &response {
-                for span in &spans {
-                    span.fail(e.kind(), &e.to_string());
-                }
-            }
-            response
-        }
         PeerRequest::Vote(rpc) => {
             // A removed node asking for votes learns it was removed.
             core.on_vote_from(*rpc.vote.leader_id().node_id());
@@ -304,7 +324,9 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
                 )))
             }
         }
-        PeerRequest::SnapshotChunk { .. }
+        PeerRequest::Hello { .. }
+        | PeerRequest::AppendEntries(..)
+        | PeerRequest::SnapshotChunk { .. }
         | PeerRequest::InstallSnapshot { .. }
         | PeerRequest::Forward { .. } => {
             PeerResponse::Error(RemoteError::Unavailable("message out of place".into()))
