@@ -599,16 +599,7 @@ mod tests {
     use openraft::type_config::TypeConfigExt;
 
     use super::*;
-
-    fn log_id(index: u64) -> LogId {
-        LogId::new(
-            openraft::impls::leader_id_adv::LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        )
-    }
+    use crate::cluster::types::test_values::log_id;
 
     /// A log store on a fresh database; the directory lives as long as it.
     fn open_log() -> (tempfile::TempDir, Database, LogStore) {

@@ -194,17 +194,10 @@ fn unshare(bytes: &mut Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::types::LogId;
 
     fn entry(index: u64) -> Entry {
         Entry {
-            log_id: LogId::new(
-                openraft::impls::leader_id_adv::LeaderId {
-                    term: 1,
-                    node_id: 1,
-                },
-                index,
-            ),
+            log_id: crate::cluster::types::test_values::log_id(index),
             payload: EntryPayload::Blank,
         }
     }

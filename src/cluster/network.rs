@@ -1082,29 +1082,9 @@ mod tests {
 
     use super::{stream_answer, CallError, NetworkFactory, Peers, SelfInfo};
     use crate::cluster::rpc::{codec, Envelope, PeerRequest, PeerResponse, PEER_PROTOCOL};
-    use crate::cluster::types::{LogId, Member, TypeConfig, Vote};
+    use crate::cluster::types::test_values::{append_after, log_id};
+    use crate::cluster::types::{Member, TypeConfig, Vote};
     use crate::telemetry::trace::NodeTracer;
-
-    fn log_id(index: u64) -> LogId {
-        LogId::new(
-            openraft::impls::leader_id_adv::LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        )
-    }
-
-    /// An entry-less request after entry `prev`: the fake follower tells
-    /// requests apart by it.
-    fn request(prev: u64) -> AppendEntriesRequest<TypeConfig> {
-        AppendEntriesRequest {
-            vote: Vote::new(1, 1),
-            prev_log_id: Some(log_id(prev)),
-            entries: Vec::new(),
-            leader_commit: None,
-        }
-    }
 
     /// A follower (node 2) of this build on a free port that answers the
     /// Hello and the first AppendEntries (the sender pipelines only once the
@@ -1201,7 +1181,8 @@ mod tests {
     /// and collects its output, within a deadline.
     async fn stream(addr: &str, prevs: &[u64]) -> Vec<Item> {
         let mut network = network_to(addr).await;
-        let input = futures::stream::iter(prevs.iter().map(|&p| request(p)).collect::<Vec<_>>());
+        let input =
+            futures::stream::iter(prevs.iter().map(|&p| append_after(p)).collect::<Vec<_>>());
         let option = RPCOption::new(Duration::from_secs(10));
         tokio::time::timeout(Duration::from_secs(20), async {
             let output = network.stream_append(input, option).await.unwrap();
@@ -1307,7 +1288,7 @@ mod tests {
         });
         let mut network = network_to(&addr).await;
         let counter = pulled.clone();
-        let input = futures::stream::iter([1, 2, 3].map(request)).inspect(move |_| {
+        let input = futures::stream::iter([1, 2, 3].map(append_after)).inspect(move |_| {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
         let output = tokio::time::timeout(Duration::from_secs(20), async {
@@ -1324,7 +1305,7 @@ mod tests {
 
     /// A request after entry `prev` carrying one entry whose value is
     /// `value_len` bytes.
-    fn big_request(prev: u64, value_len: usize) -> AppendEntriesRequest<TypeConfig> {
+    fn big_append(prev: u64, value_len: usize) -> AppendEntriesRequest<TypeConfig> {
         let entry = crate::cluster::types::Entry {
             log_id: log_id(prev + 1),
             payload: openraft::EntryPayload::Normal(crate::cluster::types::StampedOp {
@@ -1338,7 +1319,7 @@ mod tests {
         };
         AppendEntriesRequest {
             entries: vec![entry],
-            ..request(prev)
+            ..append_after(prev)
         }
     }
 
@@ -1411,7 +1392,7 @@ mod tests {
         });
         let mut network = network_to(&addr).await;
         let counter = pulled.clone();
-        let requests = std::iter::once(request(0)).chain((0..5).map(|p| big_request(p, VALUE)));
+        let requests = std::iter::once(append_after(0)).chain((0..5).map(|p| big_append(p, VALUE)));
         let input = futures::stream::iter(requests.collect::<Vec<_>>()).inspect(move |_| {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });

@@ -308,13 +308,7 @@ mod tests {
     use bytes::Bytes;
 
     fn log_id() -> LogId {
-        LogId::new(
-            openraft::impls::leader_id_adv::LeaderId {
-                term: 3,
-                node_id: 1,
-            },
-            7,
-        )
+        crate::cluster::types::test_values::log_id(7)
     }
 
     fn incr(key: &'static str) -> Op {

@@ -85,3 +85,32 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, tokio::fs::File>;
 /// Membership as stored with its log id.
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+
+/// Values the cluster's unit tests build over and over.
+#[cfg(test)]
+pub(crate) mod test_values {
+    use super::{LogId, TypeConfig, Vote};
+    use openraft::raft::AppendEntriesRequest;
+
+    /// The log id of entry `index` in term 1, proposed by node 1.
+    pub(crate) fn log_id(index: u64) -> LogId {
+        LogId::new(
+            openraft::impls::leader_id_adv::LeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        )
+    }
+
+    /// An entry-less AppendEntries (a heartbeat) from node 1 in term 1,
+    /// after entry `prev`: fakes of a peer tell requests apart by it.
+    pub(crate) fn append_after(prev: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new(1, 1),
+            prev_log_id: Some(log_id(prev)),
+            entries: Vec::new(),
+            leader_commit: None,
+        }
+    }
+}

@@ -221,33 +221,13 @@ mod tests {
 
     use futures::StreamExt;
     use openraft::errors::Fatal;
-    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendError};
+    use openraft::raft::{AppendEntriesResponse, StreamAppendError};
     use tokio::sync::{mpsc, oneshot};
 
     use super::{AppendPipeline, Outcome, Queued, SessionInput};
     use crate::cluster::rpc::{Envelope, PeerResponse, RemoteError};
-    use crate::cluster::types::{LogId, TypeConfig, Vote};
-
-    fn log_id(index: u64) -> LogId {
-        LogId::new(
-            openraft::impls::leader_id_adv::LeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        )
-    }
-
-    /// A heartbeat-sized request after entry `prev`: the fake Raft tells
-    /// requests apart by it.
-    fn request(prev: u64) -> AppendEntriesRequest<TypeConfig> {
-        AppendEntriesRequest {
-            vote: Vote::new(1, 1),
-            prev_log_id: Some(log_id(prev)),
-            entries: Vec::new(),
-            leader_commit: None,
-        }
-    }
+    use crate::cluster::types::test_values::{append_after, log_id};
+    use crate::cluster::types::Vote;
 
     /// A stand-in for Raft's `stream_append`: takes every request as soon as
     /// it is given (reporting it on `arrived`), and yields the outcomes in
@@ -314,7 +294,7 @@ mod tests {
         fn push(&self, id: u64, prev: u64) {
             self.pipeline.push(Queued {
                 id,
-                rpc: request(prev),
+                rpc: append_after(prev),
                 spans: Vec::new(),
             });
         }
