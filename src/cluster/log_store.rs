@@ -604,16 +604,22 @@ mod tests {
     /// A log store on a fresh database; the directory lives as long as it.
     fn open_log() -> (tempfile::TempDir, Database, LogStore) {
         let dir = tempfile::tempdir().unwrap();
-        let engine = EngineOptions::default();
-        let db = engine.open_database(&dir.path().join("db")).unwrap();
-        let log = LogStore::open(
-            &db,
+        let db = EngineOptions::default()
+            .open_database(&dir.path().join("db"))
+            .unwrap();
+        let log = reopen(&dir, &db);
+        (dir, db, log)
+    }
+
+    /// The log store of `db` (in `dir`) opened again, as at a restart.
+    fn reopen(dir: &tempfile::TempDir, db: &Database) -> LogStore {
+        LogStore::open(
+            db,
             &dir.path().join("db"),
-            &engine,
+            &EngineOptions::default(),
             &Telemetry::untraced(1),
         )
-        .unwrap();
-        (dir, db, log)
+        .unwrap()
     }
 
     /// Appends blank entries at `indexes` and waits for their fsync.
@@ -667,14 +673,7 @@ mod tests {
         // between leaves the entries.
         log.put_meta(KEY_PURGED, &log_id(6)).unwrap();
         drop(log);
-        let engine = EngineOptions::default();
-        let mut log = LogStore::open(
-            &db,
-            &dir.path().join("db"),
-            &engine,
-            &Telemetry::untraced(1),
-        )
-        .unwrap();
+        let mut log = reopen(&dir, &db);
         assert_eq!(indexes_present(&mut log).await, vec![7, 8, 9, 10]);
         assert_eq!(log.index_bounds().unwrap(), (Some(7), Some(10)));
 
@@ -683,13 +682,7 @@ mod tests {
         log.put_meta(KEY_PURGED, &log_id(50_000)).unwrap();
         let before = log.inner.log.approximate_len();
         drop(log);
-        let mut log = LogStore::open(
-            &db,
-            &dir.path().join("db"),
-            &engine,
-            &Telemetry::untraced(1),
-        )
-        .unwrap();
+        let mut log = reopen(&dir, &db);
         assert_eq!(indexes_present(&mut log).await, Vec::<u64>::new());
         assert_eq!(log.inner.log.approximate_len(), before + 4);
     }

@@ -1156,14 +1156,20 @@ mod tests {
     }
 
     /// Node 1's openraft view of node 2 at `addr`.
-    async fn network_to(addr: &str) -> super::RaftNetwork {
-        let peers = Arc::new(Peers::new(
+    /// This node's peer channels, as node 1, backing off `backoff` after
+    /// a failed connect.
+    fn node_1_peers(backoff: Duration) -> Peers {
+        Peers::new(
             SelfInfo {
                 node_id: 1,
                 resp_addr: "127.0.0.1:1".into(),
             },
-            Duration::from_secs(5),
-        ));
+            backoff,
+        )
+    }
+
+    async fn network_to(addr: &str) -> super::RaftNetwork {
+        let peers = Arc::new(node_1_peers(Duration::from_secs(5)));
         let mut factory = NetworkFactory::new(peers, Duration::from_secs(10), NodeTracer::off());
         factory
             .new_client(
@@ -1439,13 +1445,7 @@ mod tests {
             // Hold the connection until the caller gives up on it.
             let _ = reader.next().await;
         });
-        let peers = Peers::new(
-            SelfInfo {
-                node_id: 1,
-                resp_addr: "127.0.0.1:1".into(),
-            },
-            Duration::from_secs(5),
-        );
+        let peers = node_1_peers(Duration::from_secs(5));
         let channel = peers.channel(2, &addr);
         let call = channel
             .call(PeerRequest::ReadIndex, Duration::from_secs(10))
@@ -1519,13 +1519,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let peers = Peers::new(
-            SelfInfo {
-                node_id: 1,
-                resp_addr: "127.0.0.1:1".into(),
-            },
-            Duration::from_millis(500),
-        );
+        let peers = node_1_peers(Duration::from_millis(500));
         let channel = peers.channel(2, &addr);
         let first = channel
             .call(PeerRequest::ReadIndex, Duration::from_secs(2))

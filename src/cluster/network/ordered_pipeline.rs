@@ -277,6 +277,16 @@ mod tests {
             }
         }
 
+        /// [`ordered`] over `input`, with this peer taking the requests.
+        fn pipeline(
+            &self,
+            input: impl futures::Stream<Item = u32> + Unpin,
+            limits: Limits<impl Fn() -> usize>,
+        ) -> impl futures::Stream<Item = u32> {
+            let peer = self.clone();
+            ordered(input, limits, move |r| peer.send(r), || TIMED_OUT)
+        }
+
         fn sent(&self) -> Vec<u32> {
             self.sent.lock().unwrap().clone()
         }
@@ -315,13 +325,7 @@ mod tests {
     async fn sends_ahead_up_to_the_limit_and_answers_in_order() {
         let peer = Peer::default();
         let input = futures::stream::iter([1, 2, 3, 4, 5, 6]);
-        let p = peer.clone();
-        let mut output = pin!(ordered(
-            input,
-            by_count(3),
-            move |r| p.send(r),
-            || TIMED_OUT
-        ));
+        let mut output = pin!(peer.pipeline(input, by_count(3)));
 
         assert_eq!(poll_once(&mut output), None);
         assert_eq!(peer.sent(), [1], "alone until the peer has answered");
@@ -356,13 +360,7 @@ mod tests {
     async fn a_silent_peer_gets_one_request() {
         let peer = Peer::default();
         let input = futures::stream::iter([1, 2, 3]);
-        let p = peer.clone();
-        let mut output = pin!(ordered(
-            input,
-            by_count(8),
-            move |r| p.send(r),
-            || TIMED_OUT
-        ));
+        let mut output = pin!(peer.pipeline(input, by_count(8)));
         for _ in 0..3 {
             assert_eq!(poll_once(&mut output), None);
         }
@@ -378,13 +376,7 @@ mod tests {
         for r in [1, 2, 3, 4] {
             input_tx.unbounded_send(r).unwrap();
         }
-        let p = peer.clone();
-        let mut output = pin!(ordered(
-            input,
-            by_count(8),
-            move |r| p.send(r),
-            || TIMED_OUT
-        ));
+        let mut output = pin!(peer.pipeline(input, by_count(8)));
         assert_eq!(poll_once(&mut output), None);
         peer.answer(1, false);
         assert_eq!(poll_once(&mut output), Some(Some(1)));
@@ -410,13 +402,7 @@ mod tests {
     async fn a_failed_send_stops_sending_and_ends_in_order() {
         let peer = Peer::default();
         let input = futures::stream::iter([1, 2, 0, 3]);
-        let p = peer.clone();
-        let mut output = pin!(ordered(
-            input,
-            by_count(8),
-            move |r| p.send(r),
-            || TIMED_OUT
-        ));
+        let mut output = pin!(peer.pipeline(input, by_count(8)));
         assert_eq!(poll_once(&mut output), None);
         peer.answer(1, false);
         assert_eq!(poll_once(&mut output), Some(Some(1)));
@@ -433,13 +419,7 @@ mod tests {
     async fn a_limit_of_one_waits_for_each_answer() {
         let peer = Peer::default();
         let input = futures::stream::iter([1, 2]);
-        let p = peer.clone();
-        let mut output = pin!(ordered(
-            input,
-            by_count(1),
-            move |r| p.send(r),
-            || TIMED_OUT
-        ));
+        let mut output = pin!(peer.pipeline(input, by_count(1)));
         assert_eq!(poll_once(&mut output), None);
         assert_eq!(peer.sent(), [1]);
         peer.answer(1, false);
@@ -459,13 +439,12 @@ mod tests {
         let peer = Peer::default();
         // Request r is 10 * r bytes, the limit is 60 bytes.
         let input = futures::stream::iter([9, 2, 3, 4, 1]);
-        let p = peer.clone();
         let limits = Limits {
             requests: || 8,
             bytes: 60,
             answer_timeout: Duration::from_secs(600),
         };
-        let mut output = pin!(ordered(input, limits, move |r| p.send(r), || TIMED_OUT));
+        let mut output = pin!(peer.pipeline(input, limits));
         assert_eq!(poll_once(&mut output), None);
         assert_eq!(peer.sent(), [9], "alone, a request may exceed the limit");
         peer.answer(9, false);
@@ -493,6 +472,15 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_millis(500);
     const ANSWER_GAP: Duration = Duration::from_millis(100);
 
+    /// Eight in flight, no byte limit, and [`TIMEOUT`] for the oldest.
+    fn timed() -> Limits<impl Fn() -> usize> {
+        Limits {
+            requests: || 8,
+            bytes: usize::MAX,
+            answer_timeout: TIMEOUT,
+        }
+    }
+
     /// Answers requests 1..=`count` in order, one every [`ANSWER_GAP`],
     /// each once it has been sent.
     fn answer_steadily(peer: Peer, count: u32) -> tokio::task::JoinHandle<()> {
@@ -518,13 +506,7 @@ mod tests {
     async fn a_steady_peer_is_not_timed_out_for_the_queue() {
         let peer = Peer::default();
         let input = futures::stream::iter(1..=9);
-        let p = peer.clone();
-        let limits = Limits {
-            requests: || 8,
-            bytes: usize::MAX,
-            answer_timeout: TIMEOUT,
-        };
-        let output = ordered(input, limits, move |r| p.send(r), || TIMED_OUT);
+        let output = peer.pipeline(input, timed());
         let answering = answer_steadily(peer.clone(), 9);
         let started = tokio::time::Instant::now();
         let out: Vec<u32> = tokio::time::timeout(Duration::from_secs(30), output.collect())
@@ -546,13 +528,7 @@ mod tests {
     async fn a_peer_that_stops_answering_times_out() {
         let peer = Peer::default();
         let input = futures::stream::iter(1..=4);
-        let p = peer.clone();
-        let limits = Limits {
-            requests: || 8,
-            bytes: usize::MAX,
-            answer_timeout: TIMEOUT,
-        };
-        let output = ordered(input, limits, move |r| p.send(r), || TIMED_OUT);
+        let output = peer.pipeline(input, timed());
         // Answers 1 and 2, then nothing more.
         let answering = answer_steadily(peer.clone(), 2);
         let started = tokio::time::Instant::now();
