@@ -169,8 +169,26 @@ impl Cluster {
         self.node(id).http_addr()
     }
 
-    /// Waits until every running node agrees on one running leader.
+    /// Waits until every running node agrees on one running leader, and
+    /// that leader has heard from every running node: membership changes
+    /// judge reachability by those acknowledgements, and the first ones
+    /// can arrive after the followers already know the leader.
     pub async fn wait_for_leader(&self) -> u64 {
+        let leader = self.wait_for_agreed_leader().await;
+        let running = self.running();
+        eventually_async(Duration::from_secs(15), || async {
+            self.api(leader).nodes().await.is_ok_and(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| running.contains(&n.id))
+                    .all(|n| n.id == leader || n.reachable == Some(true))
+            })
+        })
+        .await;
+        leader
+    }
+
+    async fn wait_for_agreed_leader(&self) -> u64 {
         let mut found = 0;
         eventually(Duration::from_secs(15), || {
             let running = self.running();
