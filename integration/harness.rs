@@ -523,6 +523,15 @@ impl ProcessCluster {
         self.node(id).addrs
     }
 
+    /// The pid of a running node's process, as the harness spawned it.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.node(id)
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .id()
+    }
+
     /// A node's RESP port, for tools that take `-p`.
     pub fn port(&self, id: u64) -> u16 {
         self.node(id).addrs.resp.port()

@@ -14,6 +14,7 @@
 //! Run with `cargo test --test integration`; set `INTEGRATION_KEEP_DIR=1` to
 //! keep a failed test's data dirs and whole node logs.
 
+mod allocator;
 mod backup;
 mod checker;
 mod disk;
