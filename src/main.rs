@@ -1,9 +1,11 @@
 //! The `raftis` binary: command line → configuration → logging → node, or
 //! command line → tool.
 //!
-//! `main` parses the flags with clap. A subcommand (`backup`, `restore`,
-//! `status`) runs that tool instead of a node (`raftis::tool`), with the
-//! same exit codes. Otherwise `main` merges the flags with the defaults, the
+//! First, if the environment lacks the allocator options the binary wants
+//! (see [`ALLOCATOR_OPTIONS`]), the process executes itself again with them
+//! set, keeping its pid and arguments. Then `main` parses the flags with
+//! clap. A subcommand (`backup`, `restore`, `status`) runs that tool
+//! instead of a node (`raftis::tool`), with the same exit codes. Otherwise `main` merges the flags with the defaults, the
 //! config file and the environment in [`Config::load`], and stops with one
 //! line on stderr and exit code 2 if the configuration is refused (the code
 //! clap uses for usage errors, so scripts can tell "bad invocation" from "the
@@ -30,8 +32,8 @@ const ALLOCATOR_NAME: &str = "mimalloc";
 /// already (an operator keeps the last word): each option's environment
 /// name and raftis's value. mimalloc v3's defaults commit arena memory
 /// ahead of use and keep freed pages for a second; with 1M keys a node then
-/// held 191-213 MiB against redis-server's 177-181, and these two brought it
-/// to 152-167 MiB with no measurable CPU cost per request
+/// held 191-213 MiB against redis-server's 176-181, and these two brought it
+/// to 151-164 MiB with no measurable CPU cost per request
 /// (benches/RESULTS.md, "Sixth session").
 const ALLOCATOR_OPTIONS: [(&str, &str); 2] = [
     // Commit arena memory as it is used.
