@@ -234,20 +234,30 @@ fn status_rows(table: &str) -> Vec<BTreeMap<String, String>> {
 /// Waits until `raftis status` shows every endpoint with one leader among
 /// them; returns the rows.
 fn wait_for_status_leader(endpoints: &str) -> Vec<BTreeMap<String, String>> {
-    eventually("one leader in raftis status", STARTUP_TIMEOUT, || {
-        let out = raftis(&["status", "--endpoints", endpoints]);
-        if !out.status.success() {
-            return Err(out.to_string());
-        }
-        let rows = status_rows(&out.stdout);
-        let leaders: Vec<&String> = rows.iter().map(|r| &r["LEADER"]).collect();
-        let one_leader = rows.iter().filter(|r| r["ROLE"] == "leader").count() == 1;
-        if one_leader && leaders.iter().all(|l| *l == leaders[0] && *l != "-") {
-            Ok(rows)
-        } else {
-            Err(out.stdout)
-        }
-    })
+    eventually(
+        "one leader and settled roles in raftis status",
+        STARTUP_TIMEOUT,
+        || {
+            let out = raftis(&["status", "--endpoints", endpoints]);
+            if !out.status.success() {
+                return Err(out.to_string());
+            }
+            let rows = status_rows(&out.stdout);
+            let leaders: Vec<&String> = rows.iter().map(|r| &r["LEADER"]).collect();
+            let one_leader = rows.iter().filter(|r| r["ROLE"] == "leader").count() == 1;
+            // A voter hears of the leader (its vote) a moment before it has
+            // the membership that makes it a follower; until then Raft calls
+            // it a learner.
+            let settled = rows
+                .iter()
+                .all(|r| r["ROLE"] == "leader" || r["ROLE"] == "follower");
+            if one_leader && settled && leaders.iter().all(|l| *l == leaders[0] && *l != "-") {
+                Ok(rows)
+            } else {
+                Err(out.stdout)
+            }
+        },
+    )
 }
 
 #[test]
