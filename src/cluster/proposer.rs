@@ -11,6 +11,12 @@
 //! group instead of once per write; with many clients it was most of the
 //! CPU a write cost (benches/RESULTS.md, "Profiles").
 //!
+//! The answers do not come back through the task: each entry's responder
+//! ([`WriteResponder`], raftis's openraft `Responder`) splits the applied
+//! results and hands each writer its share where Raft completes the entry
+//! (the state-machine worker, after the apply), which saves a task wake-up
+//! per entry on the write's critical path.
+//!
 //! A lone client pays one scheduler turn: before proposing a single write
 //! the task yields once so that writes made ready by the same wake-up (the
 //! replies of the previous entry let many clients send their next command)
@@ -23,12 +29,11 @@
 //! promise; a traced write goes alone, so its entry carries its own trace.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt as _;
 use openraft::errors::ClientWriteError;
-use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
+use openraft::OptionalSend;
 use tokio::sync::{mpsc, oneshot};
 
 use super::core::now_ms;
@@ -73,7 +78,7 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the proposing task for `raft`. Entries are stamped with this
     /// node's clock floored at `applied_clock`. The task ends when the
-    /// proposer is dropped and every entry it proposed has been answered.
+    /// proposer is dropped; entries it proposed are answered by Raft.
     #[must_use]
     pub fn start(raft: Raft, applied_clock: Arc<AtomicU64>, metrics: Arc<Metrics>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
@@ -109,27 +114,20 @@ impl Proposer {
     }
 }
 
-/// The proposing task: gathers, proposes, and answers applied groups.
+/// The proposing task: gathers and proposes.
 async fn run(
     raft: Raft,
     applied_clock: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
 ) {
-    let mut in_flight = FuturesUnordered::new();
     let mut carry: Option<Proposal> = None;
     loop {
-        // Answer what was applied meanwhile: with a backlog (`carry` set
-        // round after round) the select below is not reached.
-        while let Some(Some(())) = in_flight.next().now_or_never() {}
         let first = match carry.take() {
             Some(p) => p,
-            None => tokio::select! {
-                p = rx.recv() => match p {
-                    Some(p) => p,
-                    None => break,
-                },
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => break,
             },
         };
         let mut group = vec![first];
@@ -147,11 +145,8 @@ async fn run(
         if group.is_empty() {
             continue;
         }
-        if let Some(answer) = propose(&raft, &applied_clock, &metrics, group).await {
-            in_flight.push(answer);
-        }
+        propose(&raft, &applied_clock, &metrics, group).await;
     }
-    while in_flight.next().await.is_some() {}
 }
 
 /// Moves queued untraced writes into `group` up to the entry's limits, and
@@ -189,21 +184,21 @@ enum Shape {
     Batch(usize),
 }
 
-/// Proposes `group` as one entry and returns the future that answers its
-/// writers once the entry's fate is known (`None` when Raft refused it and
-/// the writers were answered already).
+/// Proposes `group` as one entry; its [`WriteResponder`] answers the
+/// writers once the entry's fate is known (or here, at once, when Raft has
+/// stopped).
 async fn propose(
     raft: &Raft,
     applied_clock: &AtomicU64,
     metrics: &Metrics,
     mut group: Vec<Proposal>,
-) -> Option<impl std::future::Future<Output = ()>> {
+) {
     let writes = group.iter().map(|p| op_count(&p.op)).sum();
     let (op, trace, shapes, replies) = if group.len() == 1 {
         let Proposal { op, trace, reply } = group.remove(0);
         (op, trace, None, vec![reply])
     } else {
-        let mut ops = Vec::with_capacity(group.iter().map(|p| op_count(&p.op)).sum());
+        let mut ops = Vec::with_capacity(writes);
         let mut shapes = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         for p in group {
@@ -228,26 +223,58 @@ async fn propose(
         op,
         trace,
     };
-    let (responder, applied) = ProgressResponder::complete_only();
-    if let Err(e) = raft.client_write_ff(stamped, Some(responder)).await {
-        let refusal = RemoteError::Unavailable(format!("raft stopped: {e}"));
-        for reply in replies {
-            let _ = reply.send(Err(refusal.clone()));
+    // The writers sit in a slot the responder and this function share:
+    // when Raft has stopped, `client_write_ff` fails and drops the
+    // responder unanswered, and the writers are told here that nothing was
+    // proposed. A responder dropped after Raft took the entry leaves the
+    // slot's last owner gone, and the writers see "raft dropped the
+    // proposal": appended or not, its fate is unknown.
+    let slot = Arc::new(Mutex::new(Some(Writers { shapes, replies })));
+    let answered = slot.clone();
+    let responder = WriteResponder::new(move |result| {
+        if let Some(writers) = take(&answered) {
+            writers.complete(result);
         }
-        return None;
+    });
+    if let Err(e) = raft.client_write_ff(stamped, Some(responder)).await {
+        if let Some(writers) = take(&slot) {
+            writers.fail(RemoteError::Unavailable(format!("raft stopped: {e}")));
+        }
+        return;
     }
     metrics.observe_proposal(writes);
-    Some(async move {
-        let outcome = match applied.await {
-            Err(_) => Err(RemoteError::Unknown("raft dropped the proposal".into())),
-            Ok(Ok(resp)) => Ok((resp.data, resp.log_id)),
-            Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(RemoteError::NotLeader {
+}
+
+/// Takes the writers out of their slot, if nobody has yet.
+fn take(slot: &Mutex<Option<Writers>>) -> Option<Writers> {
+    // A poisoned slot means a panic while answering: the writers that were
+    // not answered then see their senders dropped ("unknown").
+    slot.lock().ok().and_then(|mut writers| writers.take())
+}
+
+/// The writers of one proposed entry: how to cut its results, and where
+/// each share goes.
+struct Writers {
+    shapes: Option<Vec<Shape>>,
+    replies: Vec<oneshot::Sender<Result<Committed, RemoteError>>>,
+}
+
+impl Writers {
+    /// Answers every writer from Raft's outcome for the entry.
+    fn complete(self, result: ClientWriteResult<super::types::TypeConfig>) {
+        let outcome = match result {
+            Ok(resp) => Ok((resp.data, resp.log_id)),
+            Err(ClientWriteError::ForwardToLeader(f)) => Err(RemoteError::NotLeader {
                 leader: f.leader_id,
             }),
-            Ok(Err(e)) => Err(RemoteError::Unknown(e.to_string())),
+            Err(e) => Err(RemoteError::Unknown(e.to_string())),
         };
-        answer(outcome, shapes, replies);
-    })
+        answer(outcome, self.shapes, self.replies);
+    }
+
+    fn fail(self, error: RemoteError) {
+        answer(Err(error), self.shapes, self.replies);
+    }
 }
 
 /// Sends each writer its share of the entry's outcome.
@@ -299,6 +326,34 @@ fn answer(
             Shape::Batch(n) => OpResult::Array(results.by_ref().take(n).collect()),
         };
         let _ = reply.send(Ok(Committed { result, log_id }));
+    }
+}
+
+/// raftis's openraft `Responder`: a callback Raft runs with an entry's
+/// outcome where it completes the entry (after the apply, in the
+/// state-machine worker; or in the Raft core when it refuses the entry).
+/// Only the proposer creates them (`client_write_ff`); openraft's own
+/// requests use its `ProgressResponder`. Dropped unanswered, it runs
+/// nothing (see `propose`).
+pub struct WriteResponder<T> {
+    on_complete: Box<dyn FnOnce(T) + Send>,
+}
+
+impl<T> WriteResponder<T> {
+    /// A responder that hands the outcome to `on_complete`.
+    pub fn new(on_complete: impl FnOnce(T) + Send + 'static) -> Self {
+        WriteResponder {
+            on_complete: Box::new(on_complete),
+        }
+    }
+}
+
+impl<T> openraft::raft::responder::Responder<super::types::TypeConfig, T> for WriteResponder<T>
+where
+    T: OptionalSend + 'static,
+{
+    fn on_complete(self, result: T) {
+        (self.on_complete)(result);
     }
 }
 

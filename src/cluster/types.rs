@@ -62,14 +62,35 @@ impl fmt::Display for Member {
     }
 }
 
-openraft::declare_raft_types!(
-    /// raftis's Raft type configuration.
-    pub TypeConfig:
-        D = StampedOp,
-        R = OpResult,
-        NodeId = u64,
-        Node = Member,
-);
+/// raftis's Raft type configuration: openraft's defaults (those
+/// `declare_raft_types!` fills in) except the data, the results, the member
+/// type, and the responder of client writes, which the macro cannot take
+/// (it is generic) and which the proposer needs (`proposer::WriteResponder`).
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+pub struct TypeConfig {}
+
+impl openraft::RaftTypeConfig for TypeConfig {
+    type D = StampedOp;
+    type R = OpResult;
+    type NodeId = u64;
+    type Node = Member;
+    type Term = u64;
+    type LeaderId = openraft::impls::leader_id_adv::LeaderId<Self::Term, Self::NodeId>;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<Self::D, Self::NodeId, Self::Node>;
+    type Entry =
+        openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
+    type Responder<T>
+        = super::proposer::WriteResponder<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type AsyncRuntime = openraft::impls::TokioRuntime;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
 
 /// The Raft handle of this node.
 pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
