@@ -106,15 +106,16 @@ pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
     addrs
 }
 
-/// A `Command` for the raftis binary with no `RAFTIS_*` variables inherited
-/// from the environment running the tests, so that a developer's shell
+/// A `Command` for the raftis binary with no `RAFTIS_*` or `MIMALLOC_*`
+/// variables inherited from the environment running the tests, so that a developer's shell
 /// cannot change what a test sees. The process gets SIGKILL if the thread
 /// that spawned it dies (`PR_SET_PDEATHSIG`): spawn nodes from the test's own
 /// thread, which outlives them because the cluster is dropped on it.
 pub fn raftis_command() -> Command {
     let mut cmd = Command::new(RAFTIS);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("RAFTIS_") {
+        let key_text = key.to_string_lossy().to_ascii_uppercase();
+        if key_text.starts_with("RAFTIS_") || key_text.starts_with("MIMALLOC_") {
             cmd.env_remove(key);
         }
     }

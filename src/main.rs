@@ -30,36 +30,58 @@ const ALLOCATOR_NAME: &str = "mimalloc";
 
 /// mimalloc options the binary asks for, unless the environment names them
 /// already (an operator keeps the last word): each option's environment
-/// name and raftis's value. mimalloc v3's defaults commit arena memory
-/// ahead of use and keep freed pages for a second; with 1M keys a node then
-/// held 191-213 MiB against redis-server's 176-181, and these two brought it
-/// to 151-164 MiB with no measurable CPU cost per request
-/// (benches/RESULTS.md, "Sixth session").
-const ALLOCATOR_OPTIONS: [(&str, &str); 2] = [
+/// name, its older name (mimalloc reads either, ignoring case), and
+/// raftis's value. mimalloc v3's defaults commit arena memory ahead of use
+/// and keep freed pages for a second; with 1M keys a node then held 191-213
+/// MiB against redis-server's 176-181, and these two brought it to 151-164
+/// MiB with no measurable CPU cost per request (benches/RESULTS.md, "Sixth
+/// session").
+const ALLOCATOR_OPTIONS: [(&str, &str, &str); 2] = [
     // Commit arena memory as it is used.
-    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    (
+        "MIMALLOC_ARENA_EAGER_COMMIT",
+        "MIMALLOC_EAGER_REGION_COMMIT",
+        "0",
+    ),
     // Return freed pages to the OS at once (milliseconds).
-    ("MIMALLOC_PURGE_DELAY", "0"),
+    ("MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY", "0"),
 ];
 
 /// Puts [`ALLOCATOR_OPTIONS`] into effect: mimalloc reads its options from
 /// the environment when the process loads, before `main`, and reserves its
 /// first arena then, so setting them later (`mi_option_set`) measured no
-/// effect. When one is missing, the binary executes itself again with the
-/// same arguments and those variables set (same pid, before any thread or
-/// socket exists). Returns only when nothing was missing or the exec failed
-/// (the node then runs with mimalloc's defaults, and says so).
+/// effect. When one is missing, the binary executes itself again
+/// (`/proc/self/exe`, so a binary replaced on disk meanwhile is not the one
+/// run) with the same arguments and those variables set: same pid, before
+/// any thread or socket exists. Returns only when nothing was missing or
+/// the exec failed (the node then runs with mimalloc's defaults, and says
+/// so). Tools that wrap the process (valgrind, heaptrack) lose it at the
+/// exec: set both variables to keep it.
 fn apply_allocator_options() {
+    let named: Vec<String> = std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .collect();
     let missing: Vec<(&str, &str)> = ALLOCATOR_OPTIONS
         .into_iter()
-        .filter(|(name, _)| std::env::var_os(name).is_none())
+        .filter(|(name, older, _)| {
+            !named
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(name) || k.eq_ignore_ascii_case(older))
+        })
+        .map(|(name, _, value)| (name, value))
         .collect();
     if missing.is_empty() {
         return;
     }
     let mut args = std::env::args_os();
     let arg0 = args.next();
-    let error = match std::env::current_exe() {
+    let exe = std::path::Path::new("/proc/self/exe");
+    let exe = if exe.exists() {
+        Ok(exe.to_path_buf())
+    } else {
+        std::env::current_exe()
+    };
+    let error = match exe {
         Ok(exe) => {
             let mut command = std::process::Command::new(exe);
             if let Some(arg0) = arg0 {

@@ -223,19 +223,7 @@ async fn propose(
         op,
         trace,
     };
-    // The writers sit in a slot the responder and this function share:
-    // when Raft has stopped, `client_write_ff` fails and drops the
-    // responder unanswered, and the writers are told here that nothing was
-    // proposed. A responder dropped after Raft took the entry leaves the
-    // slot's last owner gone, and the writers see "raft dropped the
-    // proposal": appended or not, its fate is unknown.
-    let slot = Arc::new(Mutex::new(Some(Writers { shapes, replies })));
-    let answered = slot.clone();
-    let responder = WriteResponder::new(move |result| {
-        if let Some(writers) = take(&answered) {
-            writers.complete(result);
-        }
-    });
+    let (responder, slot) = responder_for(Writers { shapes, replies });
     if let Err(e) = raft.client_write_ff(stamped, Some(responder)).await {
         if let Some(writers) = take(&slot) {
             writers.fail(RemoteError::Unavailable(format!("raft stopped: {e}")));
@@ -245,12 +233,33 @@ async fn propose(
     metrics.observe_proposal(writes);
 }
 
+/// The writers' slot that the entry's responder and `propose` share, and
+/// the responder. When Raft has stopped, `client_write_ff` fails and drops
+/// the responder unanswered, and `propose` tells the writers from the slot
+/// that nothing was proposed. A responder dropped after Raft took the entry
+/// leaves the slot's last owner gone, and the writers see "raft dropped the
+/// proposal": appended or not, its fate is unknown.
+fn responder_for(writers: Writers) -> (WriteResponder<WriteResult>, Arc<Mutex<Option<Writers>>>) {
+    let slot = Arc::new(Mutex::new(Some(writers)));
+    let answered = slot.clone();
+    let responder = WriteResponder::new(move |result| {
+        if let Some(writers) = take(&answered) {
+            writers.complete(result);
+        }
+    });
+    (responder, slot)
+}
+
 /// Takes the writers out of their slot, if nobody has yet.
 fn take(slot: &Mutex<Option<Writers>>) -> Option<Writers> {
-    // A poisoned slot means a panic while answering: the writers that were
-    // not answered then see their senders dropped ("unknown").
-    slot.lock().ok().and_then(|mut writers| writers.take())
+    // The lock is only ever held here, so it cannot be poisoned.
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
 }
+
+/// Raft's outcome for one client write.
+type WriteResult = ClientWriteResult<super::types::TypeConfig>;
 
 /// The writers of one proposed entry: how to cut its results, and where
 /// each share goes.
@@ -261,7 +270,7 @@ struct Writers {
 
 impl Writers {
     /// Answers every writer from Raft's outcome for the entry.
-    fn complete(self, result: ClientWriteResult<super::types::TypeConfig>) {
+    fn complete(self, result: WriteResult) {
         let outcome = match result {
             Ok(resp) => Ok((resp.data, resp.log_id)),
             Err(ClientWriteError::ForwardToLeader(f)) => Err(RemoteError::NotLeader {
@@ -371,6 +380,88 @@ mod tests {
             key: Bytes::from_static(key.as_bytes()),
             delta: 1,
         }
+    }
+
+    type Reply = oneshot::Receiver<Result<Committed, RemoteError>>;
+
+    /// One lone writer's slot and responder, and where its answer arrives.
+    fn lone_writer() -> (
+        WriteResponder<WriteResult>,
+        Arc<Mutex<Option<Writers>>>,
+        Reply,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let (responder, slot) = responder_for(Writers {
+            shapes: None,
+            replies: vec![reply],
+        });
+        (responder, slot, rx)
+    }
+
+    #[test]
+    fn the_responder_answers_the_writer_with_the_applied_result() {
+        let (responder, slot, mut rx) = lone_writer();
+        drop(slot);
+        openraft::raft::responder::Responder::on_complete(
+            responder,
+            Ok(openraft::raft::ClientWriteResponse {
+                log_id: log_id(),
+                data: OpResult::Ok,
+                membership: None,
+            }),
+        );
+        let committed = rx.try_recv().unwrap().unwrap();
+        assert_eq!(committed.result, OpResult::Ok);
+        assert_eq!(committed.log_id, log_id());
+    }
+
+    #[test]
+    fn a_refusal_to_forward_reaches_the_writer_as_not_leader() {
+        let (responder, _slot, mut rx) = lone_writer();
+        openraft::raft::responder::Responder::on_complete(
+            responder,
+            Err(ClientWriteError::ForwardToLeader(
+                openraft::errors::ForwardToLeader {
+                    leader_id: Some(2),
+                    ..openraft::errors::ForwardToLeader::empty()
+                },
+            )),
+        );
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Err(RemoteError::NotLeader { leader: Some(2) })
+        ));
+    }
+
+    #[test]
+    fn a_responder_dropped_after_raft_took_the_entry_leaves_the_outcome_unknown() {
+        let (responder, slot, mut rx) = lone_writer();
+        drop(slot);
+        drop(responder);
+        // The writer's sender is gone: `Core::submit_local` reports
+        // "raft dropped the proposal" (unknown), never a result.
+        assert!(matches!(
+            rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+    }
+
+    #[test]
+    fn a_responder_raft_never_took_leaves_the_writers_to_be_told_nothing_was_proposed() {
+        let (responder, slot, mut rx) = lone_writer();
+        drop(responder);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        take(&slot)
+            .unwrap()
+            .fail(RemoteError::Unavailable("raft stopped".into()));
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Err(RemoteError::Unavailable(_))
+        ));
+        assert!(take(&slot).is_none(), "answered once");
     }
 
     #[test]

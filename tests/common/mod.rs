@@ -174,18 +174,25 @@ impl Cluster {
     /// judge reachability by those acknowledgements, and the first ones
     /// can arrive after the followers already know the leader.
     pub async fn wait_for_leader(&self) -> u64 {
-        let leader = self.wait_for_agreed_leader().await;
-        let running = self.running();
-        eventually_async(Duration::from_secs(15), || async {
-            self.api(leader).nodes().await.is_ok_and(|nodes| {
-                nodes
-                    .iter()
-                    .filter(|n| running.contains(&n.id))
-                    .all(|n| n.id == leader || n.reachable == Some(true))
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let leader = self.wait_for_agreed_leader().await;
+            let running = self.running();
+            eventually_async(Duration::from_secs(15), || async {
+                self.api(leader).nodes().await.is_ok_and(|nodes| {
+                    nodes
+                        .iter()
+                        .filter(|n| running.contains(&n.id))
+                        .all(|n| n.id == leader || n.reachable == Some(true))
+                })
             })
-        })
-        .await;
-        leader
+            .await;
+            // `nodes()` asks whoever leads: make sure that is still `leader`.
+            if self.status(leader).role == "leader" {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "leadership kept moving");
+        }
     }
 
     async fn wait_for_agreed_leader(&self) -> u64 {
