@@ -1078,13 +1078,26 @@ mod tests {
     use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendError};
     use openraft::RaftNetworkV2;
     use tokio::net::TcpListener;
-    use tokio_util::codec::{FramedRead, FramedWrite};
+    use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
     use super::{stream_answer, CallError, NetworkFactory, Peers, SelfInfo};
     use crate::cluster::rpc::{codec, Envelope, PeerRequest, PeerResponse, PEER_PROTOCOL};
     use crate::cluster::types::test_values::{append_after, log_id};
     use crate::cluster::types::{Member, TypeConfig, Vote};
     use crate::telemetry::trace::NodeTracer;
+
+    /// The first connection to `listener`, framed as the peer channel
+    /// frames it: the fake peers' side of a test.
+    async fn accept_framed(
+        listener: &TcpListener,
+    ) -> (
+        FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+        FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>,
+    ) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (r, w) = stream.into_split();
+        (FramedRead::new(r, codec()), FramedWrite::new(w, codec()))
+    }
 
     /// A follower (node 2) of this build on a free port that answers the
     /// Hello and the first AppendEntries (the sender pipelines only once the
@@ -1101,10 +1114,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let task = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (r, w) = stream.into_split();
-            let mut reader = FramedRead::new(r, codec());
-            let mut writer = FramedWrite::new(w, codec());
+            let (mut reader, mut writer) = accept_framed(&listener).await;
             let send = |body: PeerResponse, id: u64| {
                 Bytes::from(postcard::to_allocvec(&Envelope::new(id, body)).unwrap())
             };
@@ -1265,10 +1275,7 @@ mod tests {
         let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = pulled.clone();
         let follower = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (r, w) = stream.into_split();
-            let mut reader = FramedRead::new(r, codec());
-            let mut writer = FramedWrite::new(w, codec());
+            let (mut reader, mut writer) = accept_framed(&listener).await;
             let mut pulled_at_arrival = Vec::new();
             while let Some(Ok(frame)) = reader.next().await {
                 let env: Envelope<PeerRequest> = postcard::from_bytes(&frame).unwrap();
@@ -1350,10 +1357,7 @@ mod tests {
         let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = pulled.clone();
         let follower = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (r, w) = stream.into_split();
-            let mut reader = FramedRead::new(r, codec());
-            let mut writer = FramedWrite::new(w, codec());
+            let (mut reader, mut writer) = accept_framed(&listener).await;
             let mut unanswered = Vec::new();
             let mut pulled_at_arrival = Vec::new();
             let answer = |id: u64| {
@@ -1431,10 +1435,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let impostor = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (r, w) = stream.into_split();
-            let mut reader = FramedRead::new(r, codec());
-            let mut writer = FramedWrite::new(w, codec());
+            let (mut reader, mut writer) = accept_framed(&listener).await;
             let _hello = reader.next().await.unwrap().unwrap();
             let body = PeerResponse::Hello {
                 node_id: 3,
