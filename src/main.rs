@@ -73,24 +73,21 @@ fn apply_allocator_options() {
     if missing.is_empty() {
         return;
     }
-    let mut args = std::env::args_os();
-    let arg0 = args.next();
-    let exe = std::path::Path::new("/proc/self/exe");
-    let exe = if exe.exists() {
-        Ok(exe.to_path_buf())
-    } else {
-        std::env::current_exe()
-    };
-    let error = match exe {
-        Ok(exe) => {
-            let mut command = std::process::Command::new(exe);
-            if let Some(arg0) = arg0 {
-                command.arg0(arg0);
-            }
-            command.args(args).envs(missing).exec()
+    let exec = |exe: &std::path::Path| {
+        let mut args = std::env::args_os();
+        let mut command = std::process::Command::new(exe);
+        if let Some(arg0) = args.next() {
+            command.arg0(arg0);
         }
-        Err(error) => error,
+        command.args(args).envs(missing.iter().copied()).exec()
     };
+    // `/proc/self/exe` runs this very binary even when its file was
+    // deleted or replaced since the start (an upgrade in place); the path
+    // it was started from is the fallback where /proc is missing.
+    let mut error = exec(std::path::Path::new("/proc/self/exe"));
+    if let Ok(exe) = std::env::current_exe() {
+        error = exec(&exe);
+    }
     eprintln!(
         "raftis: running with mimalloc's default options: cannot execute itself again: {error}"
     );
