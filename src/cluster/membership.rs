@@ -84,6 +84,10 @@ const MARKER: &str = "removed";
 /// that its answer, not the caller's timeout, ends the request.
 const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 
+/// Longest a successful membership change waits for Raft's metrics to show
+/// it before answering (a moment, normally).
+const PUBLISH_WAIT: Duration = Duration::from_secs(1);
+
 /// A membership change asked for with `RAFT.NODE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipChange {
@@ -607,8 +611,13 @@ impl Core {
                         self.raft.add_learner(id, Member { peer_addr }, false),
                     )
                     .await?;
-                    if let Err(e) = outcome(added)? {
-                        return Ok(Err(e));
+                    match outcome(added)? {
+                        Err(e) => return Ok(Err(e)),
+                        Ok(index) if !promote => {
+                            self.wait_membership_published(index, deadline).await;
+                            return Ok(Ok(()));
+                        }
+                        Ok(_) => {}
                     }
                 }
                 if !promote {
@@ -629,7 +638,13 @@ impl Core {
                         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
                 )
                 .await?;
-                outcome(changed)
+                Ok(match outcome(changed)? {
+                    Ok(index) => {
+                        self.wait_membership_published(index, deadline).await;
+                        Ok(())
+                    }
+                    Err(refusal) => Err(refusal),
+                })
             }
             Plan::RemoveVoter(id) | Plan::RemoveLearner(id) => {
                 let changes = if matches!(plan, Plan::RemoveVoter(_)) {
@@ -640,10 +655,41 @@ impl Core {
                 let peer_addr = view.nodes.get(&id).cloned().unwrap_or_default();
                 let removed =
                     outcome(bounded(deadline, self.raft.change_membership(changes, false)).await?)?;
-                if removed.is_ok() {
-                    self.tell_removed(id, peer_addr);
-                }
-                Ok(removed)
+                Ok(match removed {
+                    Ok(index) => {
+                        self.wait_membership_published(index, deadline).await;
+                        self.tell_removed(id, peer_addr);
+                        Ok(())
+                    }
+                    Err(refusal) => Err(refusal),
+                })
+            }
+        }
+    }
+
+    /// Waits until this node's Raft metrics, which `INFO raft`, `RAFT.NODES`
+    /// and the status read, show the membership of the entry at `index` or a
+    /// later one. openraft answers a change as it applies the entry, a
+    /// moment before it publishes the metrics: without this wait, a client's
+    /// next `INFO` could still show the old membership. Gives up (the change
+    /// is made either way) at `deadline` or after [`PUBLISH_WAIT`].
+    async fn wait_membership_published(&self, index: u64, deadline: Instant) {
+        let until = deadline.min(Instant::now() + PUBLISH_WAIT);
+        let mut metrics = self.raft.metrics();
+        loop {
+            let published = metrics
+                .borrow_watched()
+                .membership_config
+                .log_id()
+                .as_ref()
+                .is_some_and(|l| l.index >= index);
+            let remaining = until.saturating_duration_since(Instant::now());
+            if published || remaining.is_zero() {
+                return;
+            }
+            if let Ok(Err(_)) = tokio::time::timeout(remaining, metrics.changed()).await {
+                // Raft stopped: nothing more will be published.
+                return;
             }
         }
     }
@@ -760,12 +806,16 @@ async fn bounded<T>(
         })
 }
 
-/// Maps openraft's answer to a membership proposal.
-fn outcome<T>(
-    res: Result<T, RaftError<super::TypeConfig, ClientWriteError<super::TypeConfig>>>,
-) -> Result<Result<(), MembershipRefusal>, RemoteError> {
+/// Maps openraft's answer to a membership proposal: on success, the index
+/// of the entry that carried the change.
+fn outcome(
+    res: Result<
+        openraft::raft::ClientWriteResponse<super::TypeConfig>,
+        RaftError<super::TypeConfig, ClientWriteError<super::TypeConfig>>,
+    >,
+) -> Result<Result<u64, MembershipRefusal>, RemoteError> {
     match res {
-        Ok(_) => Ok(Ok(())),
+        Ok(response) => Ok(Ok(response.log_id.index)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(RemoteError::NotLeader {
                 leader: f.leader_id,
