@@ -46,6 +46,42 @@ async fn write_through_follower_reads_on_every_node() {
     }
 }
 
+/// Reads on every node at once, each started after a write was
+/// acknowledged, see that write: the followers' read-index requests and the
+/// leader's own reads share the leader's read rounds, and every one of them
+/// must still get an index taken after it was asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_on_every_node_see_each_acknowledged_write() {
+    let cluster = Cluster::start(3, NodeTuning::default()).await;
+    let leader = cluster.wait_for_leader().await;
+    let mut writer = cluster.client(leader).await;
+    let mut readers = Vec::new();
+    for id in cluster.ids() {
+        for _ in 0..3 {
+            readers.push((id, cluster.client(id).await));
+        }
+    }
+    for i in 0..40i64 {
+        let _: () = redis::cmd("SET")
+            .arg("counter")
+            .arg(i)
+            .query_async(&mut writer)
+            .await
+            .unwrap();
+        let reads = readers.iter_mut().map(|(id, con)| async move {
+            let got: i64 = redis::cmd("GET")
+                .arg("counter")
+                .query_async(con)
+                .await
+                .unwrap();
+            (*id, got)
+        });
+        for (id, got) in futures::future::join_all(reads).await {
+            assert_eq!(got, i, "node {id} read an older value");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_loss_keeps_every_acknowledged_write() {
     let mut cluster = Cluster::start(3, NodeTuning::default()).await;

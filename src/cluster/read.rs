@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
 
 use super::core::Core;
-use super::rpc::{PeerRequest, PeerResponse};
+use super::rpc::{PeerRequest, PeerResponse, RemoteError};
 use super::{Cluster, ClusterError};
 
 /// Coalesces a node's concurrent read-index requests into rounds: one
@@ -22,7 +22,8 @@ use super::{Cluster, ClusterError};
 /// serves every read that was waiting when the round's request was sent,
 /// and reads that arrive during a round join the next one (they began after
 /// the request left, so its index might be too old for them). Under load
-/// this is one round trip per round instead of one per read.
+/// this is one round trip per round instead of one per read. On the leader,
+/// followers' read-index requests join its rounds too.
 #[derive(Debug, Default)]
 pub struct ReadIndexBatch {
     state: Mutex<BatchState>,
@@ -93,6 +94,34 @@ async fn leader_read_index(core: &Core) -> Result<u64, String> {
         Ok(PeerResponse::ReadIndex(index)) => Ok(index),
         Ok(_) => Err("unexpected reply to a read-index request".into()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Core {
+    /// A follower's read-index request, on the node it takes for the
+    /// leader: it joins this node's next read round, so the reads of every
+    /// follower and of this node's own clients share one leadership
+    /// confirmation. A node that does not lead answers `NotLeader` at once
+    /// (should leadership move after that check, the round asks the new
+    /// leader, whose index serves the follower as well).
+    ///
+    /// # Errors
+    /// `NotLeader`, or `Unavailable` when no quorum confirmed leadership in
+    /// time.
+    pub(super) async fn read_index_for_peer(self: &Arc<Self>) -> Result<u64, RemoteError> {
+        if self.current_leader() != Some(self.id) {
+            return self.read_index_local().await;
+        }
+        match tokio::time::timeout(self.request_timeout, ReadIndexBatch::join(self)).await {
+            Ok(Ok(Ok(index))) => Ok(index),
+            Ok(Ok(Err(why))) => Err(RemoteError::Unavailable(why)),
+            Ok(Err(_)) => Err(RemoteError::Unavailable(
+                "the read round ended without an answer".into(),
+            )),
+            Err(_) => Err(RemoteError::Unavailable(
+                "no quorum confirmed leadership in time".into(),
+            )),
+        }
     }
 }
 

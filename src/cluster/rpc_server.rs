@@ -268,7 +268,7 @@ async fn write_loop(
     }
 }
 
-async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
+async fn handle(core: &Arc<Core>, req: PeerRequest) -> PeerResponse {
     let fatal =
         |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
     match req {
@@ -292,7 +292,7 @@ async fn handle(core: &Core, req: PeerRequest) -> PeerResponse {
             Ok(r) => PeerResponse::TransferLeader(r),
             Err(e) => fatal(&e),
         },
-        PeerRequest::ReadIndex => match core.read_index_local().await {
+        PeerRequest::ReadIndex => match core.read_index_for_peer().await {
             Ok(index) => PeerResponse::ReadIndex(index),
             Err(e) => PeerResponse::Error(e),
         },
