@@ -16,6 +16,10 @@
 #   raftis-3-spread    three nodes, one redis-benchmark per node at once,
 #                      each with the same arguments
 #   raftis-5-leader    raftis, five nodes, load on the leader
+#   raftis-3-leader-lease, raftis-3-follower-lease
+#                      as raftis-3-leader and raftis-3-follower with
+#                      raft.read_policy = "lease" (linearizable reads from
+#                      the leader's lease; not the default, so reported apart)
 #
 # and runs redis-benchmark against each with the same arguments: every test
 # in TESTS (one redis-benchmark run per test, so that a failure costs one
@@ -65,7 +69,7 @@ BENCHES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Decimal points in awk's and printf's numbers, whatever the caller's locale.
 export LC_ALL=C
 
-ALL_TARGETS="redis-always redis-everysec raftis-1 raftis-3-leader raftis-3-follower raftis-3-spread raftis-5-leader"
+ALL_TARGETS="redis-always redis-everysec raftis-1 raftis-3-leader raftis-3-follower raftis-3-spread raftis-5-leader raftis-3-leader-lease raftis-3-follower-lease"
 ALL_SCENARIOS="c50 c1 p16 d4096"
 # The command line as given, with the settings that were set, for the record.
 SETTINGS=()
@@ -234,8 +238,10 @@ start_target() {
     for ((i = 0; i < nodes; i++)); do
         cluster+="${cluster:+,}$((i + 1))=127.0.0.1:${ports[i * 3 + 1]}"
     done
+    local read_policy=read_index
+    [[ $target == *-lease ]] && read_policy=lease
     for ((i = 0; i < nodes; i++)); do
-        "$RAFTIS" --id $((i + 1)) \
+        RAFTIS_RAFT__READ_POLICY=$read_policy "$RAFTIS" --id $((i + 1)) \
             --listen "127.0.0.1:${ports[i * 3]}" --peer-listen "127.0.0.1:${ports[i * 3 + 1]}" \
             --http-listen "127.0.0.1:${ports[i * 3 + 2]}" --data-dir "$TARGET_DIR/node$((i + 1))" \
             --initial-cluster "$cluster" >"$TARGET_DIR/node$((i + 1)).log" 2>&1 &
@@ -323,8 +329,8 @@ run_bench() {
     local targets_ports=()
     case $target in
         redis-* | raftis-1) targets_ports=("${TARGET_PORTS[0]}") ;;
-        *-leader) targets_ports=("$leader") ;;
-        *-follower)
+        *-leader | *-leader-lease) targets_ports=("$leader") ;;
+        *-follower | *-follower-lease)
             for port in "${TARGET_PORTS[@]}"; do
                 if [[ $port != "$leader" ]]; then targets_ports=("$port"); break; fi
             done
@@ -403,6 +409,8 @@ describe() {
         raftis-3-follower) echo "raftis, 3 nodes, follower" ;;
         raftis-3-spread) echo "raftis, 3 nodes, spread over all" ;;
         raftis-5-leader) echo "raftis, 5 nodes, leader" ;;
+        raftis-3-leader-lease) echo "raftis, 3 nodes, leader, lease reads" ;;
+        raftis-3-follower-lease) echo "raftis, 3 nodes, follower, lease reads" ;;
     esac
 }
 scenario_args() { bench_args "$1" "$(IFS=,; echo "${TESTS[*]}")" | sed 's/ --csv//'; }
@@ -514,6 +522,12 @@ if [[ -n $p50 ]]; then
 fi
 check_ratio "SET -c 50, 5 nodes' leader to 3 nodes' leader" "$(value rps 'c50|set|raftis-5-leader')" \
     "$(value rps 'c50|set|raftis-3-leader')" 0.8 'c50|set|raftis-5-leader c50|set|raftis-3-leader'
+check_ratio "GET -c 50 on the leader with lease reads (not the default), to redis-always" \
+    "$(value rps 'c50|get|raftis-3-leader-lease')" "$(value rps 'c50|get|redis-always')" 0.8 \
+    'c50|get|raftis-3-leader-lease'
+check_ratio "GET -c 50 on a follower with lease reads (not the default), to redis-always" \
+    "$(value rps 'c50|get|raftis-3-follower-lease')" "$(value rps 'c50|get|redis-always')" 0.8 \
+    'c50|get|raftis-3-follower-lease'
 if ((SUMMARY_LINES == 0)); then
     echo "- none: every goal needs a run this one did not make (or that failed): raftis-3-leader and more, in c50, c1 or p16"
 fi

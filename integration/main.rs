@@ -22,6 +22,7 @@ mod faults;
 mod harness;
 mod health;
 mod history;
+mod lease;
 mod membership;
 mod otlp_receiver;
 mod proxy;

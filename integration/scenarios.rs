@@ -268,6 +268,40 @@ fn random_node_killed_and_restarted() {
     });
 }
 
+/// With `raft.read_policy = "lease"` the leader answers reads from its
+/// lease, without a heartbeat round. The faults that could break a lease:
+/// a node killed and restarted at once (its promise not to vote for anyone
+/// else was in memory: it must neither vote nor campaign until a lease it
+/// may have backed has run out), and a leader paused past the election
+/// timeout (resumed, its lease has expired by its own clock, so it must not
+/// answer from it).
+#[test]
+fn lease_reads_with_nodes_restarted_and_the_leader_paused() {
+    let mut cluster = start_cluster(&[("RAFTIS_RAFT__READ_POLICY", "lease")]);
+    let mut round = 0u32;
+    run_scenario("lease-reads", &mut cluster, |cluster, workload| {
+        let leader = cluster.wait_for_leader();
+        round += 1;
+        if round % 2 == 1 {
+            let victim = *cluster.ids().choose(&mut rand::rng()).unwrap();
+            cluster.kill(victim);
+            cluster.restart(victim);
+        } else {
+            let others: Vec<u64> = cluster
+                .ids()
+                .into_iter()
+                .filter(|id| *id != leader)
+                .collect();
+            cluster.pause(leader);
+            cluster.wait_for_leader_among(&others);
+            workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
+            cluster.resume(leader);
+        }
+        workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
+        cluster.wait_for_leader();
+    });
+}
+
 /// Clients pinned to the leader before each pause, sending while it is
 /// paused a GET and a SET on each of `r0`, `r1` and `r2`.
 const PINNED_CLIENTS: usize = 6;

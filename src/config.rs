@@ -169,6 +169,28 @@ pub struct RaftConfig {
     pub max_in_snapshot_log_to_keep: u64,
     /// Timeout of one snapshot transfer request to a follower.
     pub install_snapshot_timeout_ms: u64,
+    /// How a linearizable read confirms that the leader still leads.
+    pub read_policy: ReadPolicy,
+}
+
+/// `raft.read_policy`: how the leader confirms, for a linearizable read,
+/// that no other node can have become leader (and committed writes this
+/// read would miss).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPolicy {
+    /// etcd's ReadIndex: a heartbeat round to a quorum, shared by the reads
+    /// waiting for it. Assumes nothing about clocks.
+    #[default]
+    ReadIndex,
+    /// A leader lease: no round while a quorum acknowledged the leader
+    /// within the last `election_timeout_max_ms`, since until then no
+    /// member votes for another node. Assumes the members' clocks run at
+    /// the same rate (not that they agree); a restarted node neither votes
+    /// nor campaigns for `election_timeout_max_ms`, since its promise not to
+    /// vote was lost with its memory. Every member must use it: the lease
+    /// relies on every voter keeping that rule.
+    Lease,
 }
 
 /// `[limits]`: client limits, with Redis's names and defaults.
@@ -271,6 +293,7 @@ impl Default for RaftConfig {
             snapshot_logs_since_last: 100_000,
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout_ms: 10_000,
+            read_policy: ReadPolicy::ReadIndex,
         }
     }
 }
@@ -1601,6 +1624,27 @@ mod tests {
                     &format!("invalid config: key 'raft.{key}' (from config file z.toml): must be at least 1"),
                 )?;
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn read_policy_is_read_index_unless_set_to_lease() {
+        Jail::expect_with(|jail| {
+            clear_env(jail);
+            assert_eq!(load(&["raftis"])?.raft.read_policy, ReadPolicy::ReadIndex);
+            jail.set_env("RAFTIS_RAFT__READ_POLICY", "lease");
+            assert_eq!(load(&["raftis"])?.raft.read_policy, ReadPolicy::Lease);
+            clear_env(jail);
+            jail.create_file("r.toml", "[raft]\nread_policy = \"lease\"\n")?;
+            let config = load(&["raftis", "--config", "r.toml"])?;
+            assert_eq!(config.raft.read_policy, ReadPolicy::Lease);
+            jail.create_file("w.toml", "[raft]\nread_policy = \"stale\"\n")?;
+            let line = load_err(&["raftis", "--config", "w.toml"])?;
+            assert_line(
+                &line,
+                "invalid config: key 'raft.read_policy' (from config file w.toml): unknown variant: found `stale`, expected ``read_index` or `lease``",
+            )?;
             Ok(())
         });
     }

@@ -39,6 +39,11 @@ pub struct Core {
     pub proposer: super::proposer::Proposer,
     /// Read-index rounds (`read.rs`).
     pub read_batch: super::read::ReadIndexBatch,
+    /// How the leader confirms a read (`raft.read_policy`).
+    pub read_policy: crate::config::ReadPolicy,
+    /// With lease reads, until when this node neither votes nor campaigns
+    /// after its start (see [`crate::config::ReadPolicy::Lease`]).
+    pub vote_hold_off_until: Option<std::time::Instant>,
     /// Free disk space: refuses writes when low (`disk_guard.rs`).
     pub disk: Arc<super::disk_guard::DiskGuard>,
     /// Whether this node was removed, and who left (`membership.rs`).
@@ -191,6 +196,14 @@ impl Core {
     /// # Errors
     /// `NotLeader`, or `Unavailable` when a quorum did not confirm in time.
     pub async fn read_index_local(&self) -> Result<u64, RemoteError> {
+        if self.read_policy == crate::config::ReadPolicy::Lease {
+            // A valid lease answers at once; an expired one (no quorum
+            // acknowledgement lately) is an error, and the read falls back
+            // to a heartbeat round, which may renew the lease.
+            if let Ok(lin) = self.raft.get_read_linearizer(ReadPolicy::LeaseRead).await {
+                return Ok(lin.read_log_id().index());
+            }
+        }
         let fut = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
         match tokio::time::timeout(self.request_timeout, fut).await {
             Err(_) => Err(RemoteError::Unavailable(
@@ -204,6 +217,14 @@ impl Core {
             }
             Ok(Err(e)) => Err(RemoteError::Unavailable(e.to_string())),
         }
+    }
+
+    /// Whether this node still refuses to vote after its start (lease reads
+    /// only; see [`crate::config::ReadPolicy::Lease`]).
+    #[must_use]
+    pub fn holds_votes(&self) -> bool {
+        self.vote_hold_off_until
+            .is_some_and(|until| std::time::Instant::now() < until)
     }
 
     /// Waits until this node has applied `index`, up to `timeout`.

@@ -87,7 +87,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{InitializeError, RaftError};
@@ -102,7 +102,7 @@ use self::core::Core;
 use self::log_store::LogStore;
 use self::network::{NetworkFactory, Peers, SelfInfo};
 use self::state_machine::StateMachine;
-use crate::config::RaftConfig;
+use crate::config::{RaftConfig, ReadPolicy};
 use crate::server::Reply;
 use crate::storage::Store;
 
@@ -359,6 +359,11 @@ impl Cluster {
             me,
             Duration::from_millis(opts.raft.heartbeat_interval_ms.max(100) * 5),
         ));
+        // Taken before Raft starts: what this node promised not to vote for
+        // in its previous life is gone, and a leader may still hold a lease
+        // on that promise for up to `election_timeout_max` from then.
+        let vote_hold_off_until = (opts.raft.read_policy == ReadPolicy::Lease)
+            .then(|| Instant::now() + Duration::from_millis(opts.raft.election_timeout_max_ms));
         let raft = openraft::Raft::new(
             opts.id,
             Arc::new(raft_config),
@@ -381,8 +386,18 @@ impl Cluster {
             applied_clock.clone(),
             opts.telemetry.metrics.clone(),
         );
+        if let Some(until) = vote_hold_off_until {
+            raft.runtime_config().elect(false);
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until.into()).await;
+                raft.runtime_config().elect(true);
+            });
+        }
         let core = Arc::new(Core {
             id: opts.id,
+            read_policy: opts.raft.read_policy,
+            vote_hold_off_until,
             raft,
             peers,
             snapshot_dir,

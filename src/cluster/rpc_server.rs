@@ -272,6 +272,15 @@ async fn handle(core: &Arc<Core>, req: PeerRequest) -> PeerResponse {
     let fatal =
         |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
     match req {
+        PeerRequest::Vote(rpc) | PeerRequest::PreVote(rpc)
+            if core.holds_votes() && !rpc.leadership_transfer =>
+        {
+            // A handover the leader asked for is safe (it stops its lease
+            // reads first); any other candidate waits out the hold-off.
+            PeerResponse::Error(RemoteError::Unavailable(
+                "this node does not vote yet: it started within the leader lease".into(),
+            ))
+        }
         PeerRequest::Vote(rpc) => {
             // A removed node asking for votes learns it was removed.
             core.on_vote_from(*rpc.vote.leader_id().node_id());
