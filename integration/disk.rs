@@ -487,7 +487,7 @@ fn a_node_low_on_disk_refuses_a_snapshot_it_cannot_install_and_takes_it_later() 
     // snapshot or, when the entries in flight at the pause reached it and
     // the leader still holds the rest, from the log (a loaded run saw that).
     std::fs::remove_file(&filler).expect("remove filler");
-    eventually("node 1 to install the snapshot", SETTLE, || {
+    eventually("node 1 to catch up past the purged entries", SETTLE, || {
         let p = info(&cluster, 1, "persistence")?;
         (number(&p, "raft_last_snapshot_index") >= purged_snapshot)
             .then_some(())

@@ -269,12 +269,12 @@ fn random_node_killed_and_restarted() {
 }
 
 /// With `raft.read_policy = "lease"` the leader answers reads from its
-/// lease, without a heartbeat round. The faults that could break a lease:
-/// a node killed and restarted at once (its promise not to vote for anyone
-/// else was in memory: it must neither vote nor campaign until a lease it
-/// may have backed has run out), and a leader paused past the election
-/// timeout (resumed, its lease has expired by its own clock, so it must not
-/// answer from it).
+/// lease, without a heartbeat round: the history stays linearizable while
+/// nodes are killed and restarted at once and leaders are paused past the
+/// election timeout (resumed, a leader's lease has run out by its own
+/// clock, and it must not answer from it). With no partition a restarted
+/// node cannot help elect a second leader here; `lease.rs` has the fault
+/// that needs its wait before voting.
 #[test]
 fn lease_reads_with_nodes_restarted_and_the_leader_paused() {
     let mut cluster = start_cluster(&[("RAFTIS_RAFT__READ_POLICY", "lease")]);

@@ -188,8 +188,9 @@ pub enum ReadPolicy {
     /// member votes for another node. Assumes the members' clocks run at
     /// the same rate (not that they agree); a restarted node neither votes
     /// nor campaigns for `election_timeout_max_ms`, since its promise not to
-    /// vote was lost with its memory. Every member must use it: the lease
-    /// relies on every voter keeping that rule.
+    /// vote was lost with its memory. Every member must use it, with the
+    /// same `election_timeout_max_ms`: the lease relies on every voter
+    /// keeping that rule for that long.
     Lease,
 }
 

@@ -37,8 +37,10 @@ pub struct Core {
     pub applied_clock: Arc<AtomicU64>,
     /// Combines concurrent writes into one entry (`proposer.rs`).
     pub proposer: super::proposer::Proposer,
-    /// Read-index rounds (`read.rs`).
+    /// Read-index rounds for this node's clients (`read.rs`).
     pub read_batch: super::read::ReadIndexBatch,
+    /// Read-index rounds for followers' requests (`read.rs`).
+    pub peer_read_batch: super::read::ReadIndexBatch,
     /// How the leader confirms a read (`raft.read_policy`).
     pub read_policy: crate::config::ReadPolicy,
     /// With lease reads, until when this node neither votes nor campaigns
@@ -196,16 +198,28 @@ impl Core {
     /// # Errors
     /// `NotLeader`, or `Unavailable` when a quorum did not confirm in time.
     pub async fn read_index_local(&self) -> Result<u64, RemoteError> {
-        if self.read_policy == crate::config::ReadPolicy::Lease {
-            // A valid lease answers at once; an expired one (no quorum
-            // acknowledgement lately) is an error, and the read falls back
-            // to a heartbeat round, which may renew the lease.
-            if let Ok(lin) = self.raft.get_read_linearizer(ReadPolicy::LeaseRead).await {
-                return Ok(lin.read_log_id().index());
-            }
+        let lease = self.read_policy == crate::config::ReadPolicy::Lease;
+        let policy = if lease {
+            ReadPolicy::LeaseRead
+        } else {
+            ReadPolicy::ReadIndex
+        };
+        let mut result =
+            tokio::time::timeout(self.request_timeout, self.raft.get_read_linearizer(policy)).await;
+        if lease
+            && matches!(
+                result,
+                Ok(Err(RaftError::APIError(
+                    LinearizableReadError::QuorumNotEnough(_)
+                )))
+            )
+        {
+            // The lease ran out (no quorum acknowledged this leader lately):
+            // a heartbeat round confirms the read, and may renew the lease.
+            let fut = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
+            result = tokio::time::timeout(self.request_timeout, fut).await;
         }
-        let fut = self.raft.get_read_linearizer(ReadPolicy::ReadIndex);
-        match tokio::time::timeout(self.request_timeout, fut).await {
+        match result {
             Err(_) => Err(RemoteError::Unavailable(
                 "no quorum confirmed leadership in time".into(),
             )),

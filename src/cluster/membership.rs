@@ -84,10 +84,6 @@ const MARKER: &str = "removed";
 /// that its answer, not the caller's timeout, ends the request.
 const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 
-/// Longest a successful membership change waits for Raft's metrics to show
-/// it before answering (a moment, normally).
-const PUBLISH_WAIT: Duration = Duration::from_secs(1);
-
 /// A membership change asked for with `RAFT.NODE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipChange {
@@ -671,10 +667,11 @@ impl Core {
     /// and the status read, show the membership of the entry at `index` or a
     /// later one. openraft answers a change as it applies the entry, a
     /// moment before it publishes the metrics: without this wait, a client's
-    /// next `INFO` could still show the old membership. Gives up (the change
-    /// is made either way) at `deadline` or after [`PUBLISH_WAIT`].
+    /// next `INFO` could still show the old membership. The entry is
+    /// committed, so the metrics will show it; gives up at `deadline` (the
+    /// change is made either way) or when Raft stops.
     async fn wait_membership_published(&self, index: u64, deadline: Instant) {
-        let until = deadline.min(Instant::now() + PUBLISH_WAIT);
+        let until = deadline;
         let mut metrics = self.raft.metrics();
         loop {
             let published = metrics

@@ -343,6 +343,10 @@ impl Cluster {
             // 0.89 -> 0.57 ms, benches/RESULTS.md). Safe: the leader counts
             // itself toward the quorum only once its fsync is done.
             broadcast_submitted_on_append: Some(true),
+            // With lease reads a node starts with elections off (see
+            // `vote_hold_off_until` below): set here, not after `Raft::new`,
+            // so that not even the core's first tick may campaign.
+            enable_elect: opts.raft.read_policy != ReadPolicy::Lease,
             ..Default::default()
         }
         .validate()
@@ -387,7 +391,6 @@ impl Cluster {
             opts.telemetry.metrics.clone(),
         );
         if let Some(until) = vote_hold_off_until {
-            raft.runtime_config().elect(false);
             let raft = raft.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(until.into()).await;
@@ -405,6 +408,7 @@ impl Cluster {
             proposer,
             applied_clock,
             read_batch: read::ReadIndexBatch::default(),
+            peer_read_batch: read::ReadIndexBatch::default(),
             disk,
             removed: membership::RemovalState::load(&opts.data_dir),
             telemetry: opts.telemetry.clone(),

@@ -22,11 +22,35 @@ use super::{Cluster, ClusterError};
 /// serves every read that was waiting when the round's request was sent,
 /// and reads that arrive during a round join the next one (they began after
 /// the request left, so its index might be too old for them). Under load
-/// this is one round trip per round instead of one per read. On the leader,
-/// followers' read-index requests join its rounds too.
+/// this is one round trip per round instead of one per read.
+///
+/// A node has two: one for its own clients' reads, whose rounds ask
+/// whichever node leads, and one for the read-index requests of followers,
+/// whose rounds only ever ask this node's Raft core. A follower's request
+/// must not be passed on: should two nodes each take the other for the
+/// leader for a moment, each one's round would wait on the other's until
+/// the request timeout.
 #[derive(Debug, Default)]
 pub struct ReadIndexBatch {
     state: Mutex<BatchState>,
+}
+
+/// Which of a node's two [`ReadIndexBatch`]es.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// This node's clients' reads: asks the leader, wherever it is.
+    Clients,
+    /// Followers' requests: answered by this node as leader, or refused.
+    Peers,
+}
+
+impl Round {
+    fn batch(self, core: &Core) -> &ReadIndexBatch {
+        match self {
+            Round::Clients => &core.read_batch,
+            Round::Peers => &core.peer_read_batch,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -38,11 +62,11 @@ struct BatchState {
 impl ReadIndexBatch {
     /// Joins the next round; the answer is the leader's read index or why
     /// there is none.
-    fn join(core: &Arc<Core>) -> oneshot::Receiver<Result<u64, String>> {
+    fn join(core: &Arc<Core>, round: Round) -> oneshot::Receiver<Result<u64, String>> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut state = core
-                .read_batch
+            let mut state = round
+                .batch(core)
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
@@ -52,17 +76,17 @@ impl ReadIndexBatch {
         if start {
             // A task of its own, so that a reader that gives up (its client
             // went away) does not strand the others.
-            tokio::spawn(run_rounds(core.clone()));
+            tokio::spawn(run_rounds(core.clone(), round));
         }
         rx
     }
 }
 
-async fn run_rounds(core: Arc<Core>) {
+async fn run_rounds(core: Arc<Core>, round: Round) {
     loop {
         let waiting = {
-            let mut state = core
-                .read_batch
+            let mut state = round
+                .batch(&core)
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
@@ -72,7 +96,10 @@ async fn run_rounds(core: Arc<Core>) {
             }
             std::mem::take(&mut state.waiting)
         };
-        let result = leader_read_index(&core).await;
+        let result = match round {
+            Round::Clients => leader_read_index(&core).await,
+            Round::Peers => core.read_index_local().await.map_err(|e| e.to_string()),
+        };
         for waiter in waiting {
             let _ = waiter.send(result.clone());
         }
@@ -99,11 +126,10 @@ async fn leader_read_index(core: &Core) -> Result<u64, String> {
 
 impl Core {
     /// A follower's read-index request, on the node it takes for the
-    /// leader: it joins this node's next read round, so the reads of every
-    /// follower and of this node's own clients share one leadership
-    /// confirmation. A node that does not lead answers `NotLeader` at once
-    /// (should leadership move after that check, the round asks the new
-    /// leader, whose index serves the follower as well).
+    /// leader: it joins this node's next round of followers' requests, so
+    /// that the reads of every follower share one leadership confirmation.
+    /// A node that does not lead answers `NotLeader` at once (and a round
+    /// that finds leadership gone answers its error).
     ///
     /// # Errors
     /// `NotLeader`, or `Unavailable` when no quorum confirmed leadership in
@@ -112,7 +138,8 @@ impl Core {
         if self.current_leader() != Some(self.id) {
             return self.read_index_local().await;
         }
-        match tokio::time::timeout(self.request_timeout, ReadIndexBatch::join(self)).await {
+        let joined = ReadIndexBatch::join(self, Round::Peers);
+        match tokio::time::timeout(self.request_timeout, joined).await {
             Ok(Ok(Ok(index))) => Ok(index),
             Ok(Ok(Err(why))) => Err(RemoteError::Unavailable(why)),
             Ok(Err(_)) => Err(RemoteError::Unavailable(
@@ -151,7 +178,8 @@ impl Cluster {
             // every read that was waiting, instead of one per read.
             let index = match core.current_leader() {
                 Some(_) => {
-                    match tokio::time::timeout(remaining, ReadIndexBatch::join(core)).await {
+                    let joined = ReadIndexBatch::join(core, Round::Clients);
+                    match tokio::time::timeout(remaining, joined).await {
                         Ok(Ok(Ok(index))) => Some(index),
                         Ok(Ok(Err(why))) => {
                             last_reason = why;

@@ -268,22 +268,32 @@ async fn write_loop(
     }
 }
 
+/// The refusal of a vote (or pre-vote) that this node may not give yet: with
+/// lease reads, for a while after its start (see
+/// [`crate::config::ReadPolicy::Lease`]). A handover the leader asked for is
+/// given: that leader stopped its lease reads before asking.
+fn held_vote(
+    core: &Core,
+    rpc: &openraft::raft::VoteRequest<super::types::TypeConfig>,
+) -> Option<PeerResponse> {
+    (core.holds_votes() && !rpc.leadership_transfer).then(|| {
+        PeerResponse::Error(RemoteError::Unavailable(
+            "this node does not vote yet: it started within a leader lease it may have backed"
+                .into(),
+        ))
+    })
+}
+
 async fn handle(core: &Arc<Core>, req: PeerRequest) -> PeerResponse {
     let fatal =
         |e: &dyn std::fmt::Display| PeerResponse::Error(RemoteError::Unavailable(e.to_string()));
     match req {
-        PeerRequest::Vote(rpc) | PeerRequest::PreVote(rpc)
-            if core.holds_votes() && !rpc.leadership_transfer =>
-        {
-            // A handover the leader asked for is safe (it stops its lease
-            // reads first); any other candidate waits out the hold-off.
-            PeerResponse::Error(RemoteError::Unavailable(
-                "this node does not vote yet: it started within the leader lease".into(),
-            ))
-        }
         PeerRequest::Vote(rpc) => {
             // A removed node asking for votes learns it was removed.
             core.on_vote_from(*rpc.vote.leader_id().node_id());
+            if let Some(refused) = held_vote(core, &rpc) {
+                return refused;
+            }
             match core.raft.vote(rpc).await {
                 Ok(r) => PeerResponse::Vote(r),
                 Err(e) => fatal(&e),
@@ -292,6 +302,9 @@ async fn handle(core: &Arc<Core>, req: PeerRequest) -> PeerResponse {
         PeerRequest::PreVote(rpc) => {
             // A removed node asking for votes learns it was removed.
             core.on_vote_from(*rpc.vote.leader_id().node_id());
+            if let Some(refused) = held_vote(core, &rpc) {
+                return refused;
+            }
             match core.raft.pre_vote(rpc).await {
                 Ok(r) => PeerResponse::Vote(r),
                 Err(e) => fatal(&e),
