@@ -618,6 +618,14 @@ impl ProcessCluster {
         self.wait_for_leader()
     }
 
+    /// Every node's id but `id`'s.
+    pub fn ids_except(&self, id: u64) -> Vec<u64> {
+        self.ids()
+            .into_iter()
+            .filter(|other| *other != id)
+            .collect()
+    }
+
     /// The running nodes other than the current leader.
     pub fn followers(&self) -> Vec<u64> {
         let leader = self.leader();

@@ -68,11 +68,7 @@ fn health_fails_on_a_follower_cut_off_from_the_majority_and_recovers_after_heali
         assert_eq!(body, "ok\n");
     }
     let follower = cluster.followers()[0];
-    let majority: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != follower)
-        .collect();
+    let majority = cluster.ids_except(follower);
 
     // Refused connections first, then a silent link (requests hang).
     for mode in [LinkMode::Drop, LinkMode::Blackhole] {

@@ -41,11 +41,7 @@ fn a_restarted_node_does_not_vote_while_a_lease_it_backed_may_last() {
         .env("RAFTIS_REQUEST_TIMEOUT_MS", "1500")
         .start();
     let leader = cluster.wait_for_leader();
-    let others: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let others = cluster.ids_except(leader);
     let (a, b) = (others[0], others[1]);
     set(&cluster, leader, "k", "old").expect("SET before the faults");
     // b stops hearing from the leader and, once its own lease on it has run

@@ -287,11 +287,7 @@ fn lease_reads_with_nodes_restarted_and_the_leader_paused() {
             cluster.kill(victim);
             cluster.restart(victim);
         } else {
-            let others: Vec<u64> = cluster
-                .ids()
-                .into_iter()
-                .filter(|id| *id != leader)
-                .collect();
+            let others = cluster.ids_except(leader);
             cluster.pause(leader);
             cluster.wait_for_leader_among(&others);
             workload.wait_for_more_writes(PROGRESS_WRITES, RECOVERY_TIMEOUT);
@@ -325,11 +321,7 @@ fn leader_paused_past_the_election_timeout() {
     let mut pauses = Vec::new();
     let report = run_scenario("leader-paused", &mut cluster, |cluster, workload| {
         let leader = cluster.wait_for_leader();
-        let others: Vec<u64> = cluster
-            .ids()
-            .into_iter()
-            .filter(|id| *id != leader)
-            .collect();
+        let others = cluster.ids_except(leader);
         // Clients that stay on this node whatever happens, connected (and
         // served once) before the pause, then held idle on their open
         // connections.
@@ -433,11 +425,7 @@ fn leader_isolated_from_the_majority() {
     let mut round = 0u32;
     let report = run_scenario("leader-isolated", &mut cluster, |cluster, workload| {
         let leader = cluster.wait_for_leader();
-        let others: Vec<u64> = cluster
-            .ids()
-            .into_iter()
-            .filter(|id| *id != leader)
-            .collect();
+        let others = cluster.ids_except(leader);
         // Alternate a refusing network and a silent one: the first is
         // noticed at once, the second only through timeouts.
         let mode = if round % 2 == 0 {
@@ -522,11 +510,7 @@ fn leader_partitioned_one_way() {
     let (mut round, mut deaf_rounds) = (0u32, 0);
     let report = run_scenario("leader-one-way", &mut cluster, |cluster, workload| {
         let leader = cluster.wait_for_leader();
-        let others: Vec<u64> = cluster
-            .ids()
-            .into_iter()
-            .filter(|id| *id != leader)
-            .collect();
+        let others = cluster.ids_except(leader);
         let mode = if round % 4 < 2 {
             LinkMode::Drop
         } else {
@@ -591,11 +575,7 @@ fn follower_partitioned_until_it_needs_a_snapshot() {
     ]);
     run_scenario("follower-snapshot", &mut cluster, |cluster, workload| {
         let leader = cluster.wait_for_leader();
-        let others: Vec<u64> = cluster
-            .ids()
-            .into_iter()
-            .filter(|id| *id != leader)
-            .collect();
+        let others = cluster.ids_except(leader);
         let follower = others[0];
         let installed_before = cluster.log(follower).matches("snapshot installed").count();
         let majority: Vec<u64> = others[1..].iter().copied().chain([leader]).collect();

@@ -325,11 +325,7 @@ fn sigterm_on_the_leader_hands_over_under_load() {
             "only {handed_over} of {attempts} signalled nodes still led when signalled"
         );
         let leader = cluster.wait_for_leader();
-        let others: Vec<u64> = cluster
-            .ids()
-            .into_iter()
-            .filter(|id| *id != leader)
-            .collect();
+        let others = cluster.ids_except(leader);
         let pinned = pin(&cluster, &workload, &others);
         let signal = if attempts % 2 == 1 {
             libc::SIGTERM
