@@ -19,9 +19,10 @@
 //! [`Cluster::write`] and [`Cluster::write_batch`] (propose on the leader or
 //! forward to it, `forward.rs`; a connection's consecutive pipelined writes
 //! travel as one `Op::Batch` entry so they keep their order and apply all or
-//! none), [`Cluster::read_barrier`] (ReadIndex on the leader; on a follower,
-//! concurrent reads share one read-index request to the leader per round,
-//! `read.rs`) and [`Cluster::status`].
+//! none), [`Cluster::read_barrier`] (ReadIndex on the leader, or its lease
+//! with `raft.read_policy = "lease"`; on a follower, concurrent reads share
+//! one read-index request to the leader per round, `read.rs`) and
+//! [`Cluster::status`].
 //!
 //! Time: the leader stamps each entry with its clock and apply computes
 //! expiry from the stamp, never from a local clock. The leader also runs
@@ -60,6 +61,10 @@
 //!   build from before tracing cannot be read by this one, nor the other
 //!   way round, and nothing detects it but a decoding error (there is no
 //!   format version yet).
+//! - Lease reads (opt-in) trust that the members' monotonic clocks run at
+//!   the same rate; openraft forgets a node's promise not to vote when it
+//!   restarts, so a lease node holds its vote and elections for a lease
+//!   length after it starts (`rpc_server.rs`, `integration/lease.rs`).
 //! - Reads hide expired keys by this node's clock (floored as above): with
 //!   clocks far apart, a key may look expired on one node shortly before it
 //!   does on another, until the leader's deletion is applied everywhere.

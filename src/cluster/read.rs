@@ -4,8 +4,11 @@
 //! confirms with a quorum that it still leads and notes its commit index; a
 //! follower asks the leader for that index over the peer channel. Either way
 //! the node then waits until it has applied through that index and reads its
-//! own applied state: the read never ships to the leader. A connection in
-//! `READONLY` mode skips the barrier and reads whatever this node has applied.
+//! own applied state: the read never ships to the leader. With
+//! `raft.read_policy = "lease"` the leader confirms from its lease instead of
+//! a quorum round while the lease holds (`Core::read_index_local`). A
+//! connection in `READONLY` mode skips the barrier and reads whatever this
+//! node has applied.
 
 use std::time::Instant;
 
