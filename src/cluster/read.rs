@@ -63,6 +63,32 @@ struct BatchState {
 }
 
 impl ReadIndexBatch {
+    /// The read index for a read that starts now, or why there is none. A
+    /// read that finds no round running and none waiting runs its round
+    /// itself, which saves a lone read the hand-off to a round task and
+    /// back; reads that arrive meanwhile wait for the next round, which a
+    /// task runs once this one ends (or its reader gives up).
+    async fn index(core: &Arc<Core>, round: Round) -> Result<u64, String> {
+        let inline = {
+            let mut state = round
+                .batch(core)
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let idle = !state.running && state.waiting.is_empty();
+            state.running |= idle;
+            idle
+        };
+        if inline {
+            let _handover = InlineRound { core, round };
+            return round_request(core, round).await;
+        }
+        match Self::join(core, round).await {
+            Ok(result) => result,
+            Err(_) => Err("the read round ended without an answer".into()),
+        }
+    }
+
     /// Joins the next round; the answer is the leader's read index or why
     /// there is none.
     fn join(core: &Arc<Core>, round: Round) -> oneshot::Receiver<Result<u64, String>> {
@@ -85,6 +111,42 @@ impl ReadIndexBatch {
     }
 }
 
+/// A round a reader runs itself (see [`ReadIndexBatch::index`]): when it
+/// ends, or its reader gives up, the reads that arrived meanwhile get their
+/// round from a task.
+struct InlineRound<'a> {
+    core: &'a Arc<Core>,
+    round: Round,
+}
+
+impl Drop for InlineRound<'_> {
+    fn drop(&mut self) {
+        let more = {
+            let mut state = self
+                .round
+                .batch(self.core)
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            state.running = !state.waiting.is_empty();
+            state.running
+        };
+        if more {
+            tokio::spawn(run_rounds(self.core.clone(), self.round));
+        }
+    }
+}
+
+/// One round's request: to the leader (this node's Raft core, or the leader
+/// over the peer channel) for this node's clients; to this node's Raft core
+/// only for followers' requests.
+async fn round_request(core: &Core, round: Round) -> Result<u64, String> {
+    match round {
+        Round::Clients => leader_read_index(core).await,
+        Round::Peers => core.read_index_local().await.map_err(|e| e.to_string()),
+    }
+}
+
 async fn run_rounds(core: Arc<Core>, round: Round) {
     loop {
         let waiting = {
@@ -99,10 +161,7 @@ async fn run_rounds(core: Arc<Core>, round: Round) {
             }
             std::mem::take(&mut state.waiting)
         };
-        let result = match round {
-            Round::Clients => leader_read_index(&core).await,
-            Round::Peers => core.read_index_local().await.map_err(|e| e.to_string()),
-        };
+        let result = round_request(&core, round).await;
         for waiter in waiting {
             let _ = waiter.send(result.clone());
         }
@@ -141,13 +200,10 @@ impl Core {
         if self.current_leader() != Some(self.id) {
             return self.read_index_local().await;
         }
-        let joined = ReadIndexBatch::join(self, Round::Peers);
-        match tokio::time::timeout(self.request_timeout, joined).await {
-            Ok(Ok(Ok(index))) => Ok(index),
-            Ok(Ok(Err(why))) => Err(RemoteError::Unavailable(why)),
-            Ok(Err(_)) => Err(RemoteError::Unavailable(
-                "the read round ended without an answer".into(),
-            )),
+        let index = ReadIndexBatch::index(self, Round::Peers);
+        match tokio::time::timeout(self.request_timeout, index).await {
+            Ok(Ok(index)) => Ok(index),
+            Ok(Err(why)) => Err(RemoteError::Unavailable(why)),
             Err(_) => Err(RemoteError::Unavailable(
                 "no quorum confirmed leadership in time".into(),
             )),
@@ -181,14 +237,13 @@ impl Cluster {
             // every read that was waiting, instead of one per read.
             let index = match core.current_leader() {
                 Some(_) => {
-                    let joined = ReadIndexBatch::join(core, Round::Clients);
-                    match tokio::time::timeout(remaining, joined).await {
-                        Ok(Ok(Ok(index))) => Some(index),
-                        Ok(Ok(Err(why))) => {
+                    let index = ReadIndexBatch::index(core, Round::Clients);
+                    match tokio::time::timeout(remaining, index).await {
+                        Ok(Ok(index)) => Some(index),
+                        Ok(Err(why)) => {
                             last_reason = why;
                             None
                         }
-                        Ok(Err(_)) => None,
                         Err(_) => {
                             last_reason = "no read index from the leader in time".into();
                             None
