@@ -63,6 +63,12 @@ struct BatchState {
 }
 
 impl ReadIndexBatch {
+    fn state(&self) -> std::sync::MutexGuard<'_, BatchState> {
+        // Held only for a few pushes and swaps: it cannot be poisoned
+        // mid-update, so a poisoned lock's state is still whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The read index for a read that starts now, or why there is none. A
     /// read that finds no round running and none waiting runs its round
     /// itself, which saves a lone read the hand-off to a round task and
@@ -70,11 +76,7 @@ impl ReadIndexBatch {
     /// task runs once this one ends (or its reader gives up).
     async fn index(core: &Arc<Core>, round: Round) -> Result<u64, String> {
         let inline = {
-            let mut state = round
-                .batch(core)
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = round.batch(core).state();
             let idle = !state.running && state.waiting.is_empty();
             state.running |= idle;
             idle
@@ -94,11 +96,7 @@ impl ReadIndexBatch {
     fn join(core: &Arc<Core>, round: Round) -> oneshot::Receiver<Result<u64, String>> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut state = round
-                .batch(core)
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = round.batch(core).state();
             state.waiting.push(tx);
             !std::mem::replace(&mut state.running, true)
         };
@@ -122,12 +120,7 @@ struct InlineRound<'a> {
 impl Drop for InlineRound<'_> {
     fn drop(&mut self) {
         let more = {
-            let mut state = self
-                .round
-                .batch(self.core)
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = self.round.batch(self.core).state();
             state.running = !state.waiting.is_empty();
             state.running
         };
@@ -150,11 +143,7 @@ async fn round_request(core: &Core, round: Round) -> Result<u64, String> {
 async fn run_rounds(core: Arc<Core>, round: Round) {
     loop {
         let waiting = {
-            let mut state = round
-                .batch(&core)
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut state = round.batch(&core).state();
             if state.waiting.is_empty() {
                 state.running = false;
                 return;
