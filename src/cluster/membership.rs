@@ -607,13 +607,12 @@ impl Core {
                         self.raft.add_learner(id, Member { peer_addr }, false),
                     )
                     .await?;
-                    match outcome(added)? {
-                        Err(e) => return Ok(Err(e)),
-                        Ok(index) if !promote => {
-                            self.wait_membership_published(index, deadline).await;
-                            return Ok(Ok(()));
-                        }
-                        Ok(_) => {}
+                    let index = match outcome(added)? {
+                        Ok(index) => index,
+                        Err(refusal) => return Ok(Err(refusal)),
+                    };
+                    if !promote {
+                        return Ok(self.published(Ok(index), deadline).await);
                     }
                 }
                 if !promote {
@@ -634,13 +633,7 @@ impl Core {
                         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
                 )
                 .await?;
-                Ok(match outcome(changed)? {
-                    Ok(index) => {
-                        self.wait_membership_published(index, deadline).await;
-                        Ok(())
-                    }
-                    Err(refusal) => Err(refusal),
-                })
+                Ok(self.published(outcome(changed)?, deadline).await)
             }
             Plan::RemoveVoter(id) | Plan::RemoveLearner(id) => {
                 let changes = if matches!(plan, Plan::RemoveVoter(_)) {
@@ -651,27 +644,28 @@ impl Core {
                 let peer_addr = view.nodes.get(&id).cloned().unwrap_or_default();
                 let removed =
                     outcome(bounded(deadline, self.raft.change_membership(changes, false)).await?)?;
-                Ok(match removed {
-                    Ok(index) => {
-                        self.wait_membership_published(index, deadline).await;
-                        self.tell_removed(id, peer_addr);
-                        Ok(())
-                    }
-                    Err(refusal) => Err(refusal),
-                })
+                let removed = self.published(removed, deadline).await;
+                if removed.is_ok() {
+                    self.tell_removed(id, peer_addr);
+                }
+                Ok(removed)
             }
         }
     }
 
-    /// Waits until this node's Raft metrics, which `INFO raft`, `RAFT.NODES`
-    /// and the status read, show the membership of the entry at `index` or a
-    /// later one. openraft answers a change as it applies the entry, a
-    /// moment before it publishes the metrics: without this wait, a client's
-    /// next `INFO` could still show the old membership. The entry is
-    /// committed, so the metrics will show it; gives up at `deadline` (the
-    /// change is made either way) or when Raft stops.
-    async fn wait_membership_published(&self, index: u64, deadline: Instant) {
-        let until = deadline;
+    /// A change's outcome once this node's Raft metrics, which `INFO raft`,
+    /// `RAFT.NODES` and the status read, show the membership of its entry
+    /// (at `index`) or a later one. openraft answers a change as it applies
+    /// the entry, a moment before it publishes the metrics: without this
+    /// wait, a client's next `INFO` could still show the old membership. The
+    /// entry is committed, so the metrics will show it; the wait ends at
+    /// `deadline` (the change is made either way) or when Raft stops.
+    async fn published(
+        &self,
+        changed: Result<u64, MembershipRefusal>,
+        deadline: Instant,
+    ) -> Result<(), MembershipRefusal> {
+        let index = changed?;
         let mut metrics = self.raft.metrics();
         loop {
             let published = metrics
@@ -680,13 +674,13 @@ impl Core {
                 .log_id()
                 .as_ref()
                 .is_some_and(|l| l.index >= index);
-            let remaining = until.saturating_duration_since(Instant::now());
+            let remaining = deadline.saturating_duration_since(Instant::now());
             if published || remaining.is_zero() {
-                return;
+                return Ok(());
             }
             if let Ok(Err(_)) = tokio::time::timeout(remaining, metrics.changed()).await {
                 // Raft stopped: nothing more will be published.
-                return;
+                return Ok(());
             }
         }
     }
