@@ -75,37 +75,28 @@ impl ReadIndexBatch {
     /// back; reads that arrive meanwhile wait for the next round, which a
     /// task runs once this one ends (or its reader gives up).
     async fn index(core: &Arc<Core>, round: Round) -> Result<u64, String> {
-        let inline = {
+        let joined = {
             let mut state = round.batch(core).state();
-            let idle = !state.running && state.waiting.is_empty();
-            state.running |= idle;
-            idle
+            // Reads wait only while a round runs (a reader's, or the task's
+            // that a finished round handed them to): idle means no waiters.
+            if state.running {
+                let (tx, rx) = oneshot::channel();
+                state.waiting.push(tx);
+                Some(rx)
+            } else {
+                state.running = true;
+                None
+            }
         };
-        if inline {
-            let _handover = InlineRound { core, round };
-            return round_request(core, round).await;
+        match joined {
+            None => {
+                let _handover = InlineRound { core, round };
+                round_request(core, round).await
+            }
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err("the read round ended without an answer".into())),
         }
-        match Self::join(core, round).await {
-            Ok(result) => result,
-            Err(_) => Err("the read round ended without an answer".into()),
-        }
-    }
-
-    /// Joins the next round; the answer is the leader's read index or why
-    /// there is none.
-    fn join(core: &Arc<Core>, round: Round) -> oneshot::Receiver<Result<u64, String>> {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut state = round.batch(core).state();
-            state.waiting.push(tx);
-            !std::mem::replace(&mut state.running, true)
-        };
-        if start {
-            // A task of its own, so that a reader that gives up (its client
-            // went away) does not strand the others.
-            tokio::spawn(run_rounds(core.clone(), round));
-        }
-        rx
     }
 }
 
