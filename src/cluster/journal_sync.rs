@@ -16,14 +16,18 @@
 //! a full fsync before it creates the next one (`Writer::rotate`), and
 //! deletes sealed journals once their memtables are flushed. So after the
 //! buffer flush, the newest `<id>.jnl` is either the file holding those
-//! bytes or a successor, whose creation already made them durable; it is
-//! looked up afresh for every group.
+//! bytes or a successor, whose creation already made them durable. fjall
+//! deletes sealed journals oldest first, so while the held journal still has
+//! a name no newer one can have been deleted: if `<held+1>.jnl` does not
+//! exist either, the held journal is the newest (two `stat`s per group);
+//! otherwise the directory is listed to find the newest.
 //! This relies on fjall's on-disk layout; the version is pinned in Cargo.toml
 //! and a test below checks the layout, so an upgrade that changes it fails
 //! loudly rather than silently skipping fsyncs.
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use fjall::{Database, PersistMode};
@@ -71,15 +75,14 @@ impl JournalSync {
         result
     }
 
-    /// Fsyncs the newest journal file. Looked up on every call (a
-    /// `read_dir` of a handful of entries, once per group): fjall may have
-    /// rotated more than once since the last call and deleted the journals
-    /// in between, so counting up from the held id could stop short.
+    /// Fsyncs the newest journal file. The directory is listed only when
+    /// the held journal may no longer be the newest: fjall may have rotated
+    /// more than once since the last call and deleted the journals in
+    /// between, so counting up from the held id could stop short.
     fn sync_active(&mut self) -> io::Result<()> {
-        let newest = newest_journal(&self.dir)?;
-        match &self.active {
-            Some((id, _)) if *id == newest => {}
-            _ => {
+        if !self.held_is_newest()? {
+            let newest = newest_journal(&self.dir)?;
+            if !matches!(&self.active, Some((id, _)) if *id == newest) {
                 // The writes handed over may still be in the journal held
                 // until now, should a rotation have failed half-way (the new
                 // file created, the writer still on the old one): sync it
@@ -94,6 +97,24 @@ impl JournalSync {
         match &self.active {
             Some((_, file)) => file.sync_data(),
             None => Err(io::Error::other("no journal file open")),
+        }
+    }
+
+    /// Whether the held journal is certainly still the newest: it has not
+    /// been deleted (so, deletion going oldest first, no newer journal has
+    /// been) and its successor (fjall numbers a rotation's new journal one
+    /// up) does not exist.
+    fn held_is_newest(&self) -> io::Result<bool> {
+        let Some((id, file)) = &self.active else {
+            return Ok(false);
+        };
+        if file.metadata()?.nlink() == 0 {
+            return Ok(false);
+        }
+        match std::fs::symlink_metadata(journal_path(&self.dir, id + 1)) {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(e),
         }
     }
 }
@@ -155,6 +176,8 @@ mod tests {
         sync.sync(&db).unwrap();
         let id = sync.active.as_ref().unwrap().0;
         assert_eq!(id, newest_journal(dir.path()).unwrap());
+        // No rotation since: the next group skips the directory listing.
+        assert!(sync.held_is_newest().unwrap());
         let journal = std::fs::read(journal_path(dir.path(), id)).unwrap();
         assert!(
             journal.windows(value.len()).any(|w| w == value.as_slice()),
@@ -181,6 +204,10 @@ mod tests {
             }
             ks.rotate_memtable_and_wait().unwrap();
         }
+        assert!(
+            !sync.held_is_newest().unwrap(),
+            "journal {first} taken for the newest after {rotations} rotation(s)"
+        );
         let value = noise(4000, 99);
         ks.insert("b", value.clone()).unwrap();
         sync.sync(&db).unwrap();
