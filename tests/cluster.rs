@@ -6,9 +6,10 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Cluster, NodeTuning};
+use raftis::config::ReadPolicy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn write_through_follower_reads_on_every_node() {
@@ -53,10 +54,25 @@ async fn write_through_follower_reads_on_every_node() {
 /// taken after it was asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_on_every_node_during_writes_see_each_acknowledged_write() {
+    reads_during_writes_see_each_acknowledged_write(ReadPolicy::ReadIndex).await;
+}
+
+/// The same with lease reads: the leader answers from its lease, and
+/// followers' read-index requests too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_reads_on_every_node_during_writes_see_each_acknowledged_write() {
+    reads_during_writes_see_each_acknowledged_write(ReadPolicy::Lease).await;
+}
+
+async fn reads_during_writes_see_each_acknowledged_write(read_policy: ReadPolicy) {
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::sync::Arc;
 
-    let cluster = Cluster::start(3, NodeTuning::default()).await;
+    let tuning = NodeTuning {
+        read_policy,
+        ..NodeTuning::default()
+    };
+    let cluster = Cluster::start(3, tuning).await;
     let leader = cluster.wait_for_leader().await;
     let acked = Arc::new(AtomicI64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -99,6 +115,42 @@ async fn reads_on_every_node_during_writes_see_each_acknowledged_write() {
         let reads = reader.await.unwrap();
         assert!(reads > 0, "a reader made no read");
     }
+}
+
+/// A lease node that restarts may have backed the leader's lease just
+/// before, and its promise not to vote for anyone else was lost with its
+/// memory: it must neither vote nor campaign until any lease it backed has
+/// run out (`election_timeout_max_ms` after its start), so no new leader
+/// may appear sooner. One follower restarts after the leader stopped, so it
+/// never hears from it again: the other, which kept running, campaigns
+/// within its election timeout and must be refused the restarted one's
+/// vote, and the restarted one must not campaign itself (openraft alone
+/// would let either win well within the lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_lease_nodes_withhold_their_votes_for_a_lease_length() {
+    // Long against the 300 ms minimum election timeout: without the
+    // hold-off, the followers would elect one of them well within it.
+    const LEASE_MS: u64 = 3000;
+    let tuning = NodeTuning {
+        read_policy: ReadPolicy::Lease,
+        ..NodeTuning::default()
+    };
+    let mut cluster = Cluster::start(3, tuning).await;
+    let leader = cluster.wait_for_leader().await;
+    let restarting = cluster.followers(leader)[0];
+    cluster.config_mut(restarting).raft.election_timeout_max_ms = LEASE_MS;
+    cluster.stop(restarting).await;
+    cluster.stop(leader).await;
+    let restarted = Instant::now();
+    cluster.restart(restarting).await;
+    let new_leader = cluster.wait_for_leader().await;
+    let elapsed = restarted.elapsed();
+    assert_ne!(new_leader, leader);
+    assert!(
+        elapsed >= Duration::from_millis(LEASE_MS),
+        "node {new_leader} was elected {elapsed:?} after the restarts, within the \
+         {LEASE_MS} ms lease a restarted node may have backed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use raftis::cluster::RaftStatus;
-use raftis::config::{Config, HostPort};
+use raftis::config::{Config, HostPort, ReadPolicy};
 use raftis::node::RunningNode;
 use tokio::net::TcpListener;
 
@@ -23,6 +23,7 @@ pub struct NodeTuning {
     pub request_timeout_ms: u64,
     pub snapshot_logs_since_last: u64,
     pub max_in_snapshot_log_to_keep: u64,
+    pub read_policy: ReadPolicy,
 }
 
 impl Default for NodeTuning {
@@ -31,6 +32,7 @@ impl Default for NodeTuning {
             request_timeout_ms: 5000,
             snapshot_logs_since_last: 100_000,
             max_in_snapshot_log_to_keep: 1000,
+            read_policy: ReadPolicy::ReadIndex,
         }
     }
 }
@@ -109,6 +111,7 @@ impl Cluster {
             config.request_timeout_ms = tuning.request_timeout_ms;
             config.raft.snapshot_logs_since_last = tuning.snapshot_logs_since_last;
             config.raft.max_in_snapshot_log_to_keep = tuning.max_in_snapshot_log_to_keep;
+            config.raft.read_policy = tuning.read_policy;
             let running = raftis::node::start_with_telemetry(
                 config.clone(),
                 resp,
