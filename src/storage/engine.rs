@@ -2,9 +2,10 @@
 //! memory the engine may hold and how much it replays after a restart.
 //!
 //! A node's memory beyond its connections is mostly fjall's: the block cache
-//! (`storage.cache_size_mb`, shared by every keyspace) and one memtable per
+//! (`storage.cache_size_mb`, shared by every keyspace), one memtable per
 //! keyspace, where writes wait until they are flushed to a table on disk
-//! (`storage.memtable_size_mb` each). The journal holds every write that no
+//! (`storage.memtable_size_mb` each), and every table's index and filter
+//! blocks, which grow with the data (see [`EngineOptions::keyspace`]). The journal holds every write that no
 //! table holds yet; a restart reads it back into memtables, so small
 //! memtables also keep restarts short. fjall rotates a memtable that grows
 //! past its size and flushes it in the background; sealed journals are
@@ -16,14 +17,16 @@
 //! and hands the same options to [`crate::storage::Store::open`] and the
 //! Raft log store, which create their keyspaces with
 //! [`EngineOptions::keyspace`]. fjall records a keyspace's memtable size
-//! when the keyspace is created: keyspaces made before a change of
-//! `memtable_size_mb` keep their size, except the data generation, which
-//! every `FLUSHALL` and snapshot install replaces (and [`flush_memtables`]
-//! bounds what any of them holds across a restart anyway).
+//! and pinning when the keyspace is created: keyspaces made before a change
+//! of `memtable_size_mb` (or before index and filter blocks were pinned)
+//! keep theirs, except the data generation, which every `FLUSHALL` and
+//! snapshot install replaces (and [`flush_memtables`] bounds what any of
+//! them holds across a restart anyway).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use super::StorageError;
@@ -77,11 +80,27 @@ impl EngineOptions {
             .open()?)
     }
 
-    /// Options for a keyspace created now: this memtable size, fjall's
-    /// defaults otherwise.
+    /// Options for a keyspace created now: this memtable size, every
+    /// table's index and filter blocks held in memory, fjall's defaults
+    /// otherwise.
+    ///
+    /// fjall pins index blocks only in levels 0 and 1 and filter blocks
+    /// only in level 0; deeper tables' go through the block cache with the
+    /// data blocks. With 10M keys and the 32 MiB cache, random reads then
+    /// pushed them out all the time, and each point read (every GET, and the
+    /// apply's read of each written key's previous value) loaded and
+    /// checksummed a table's whole index and filter block again: about 1k
+    /// GET/s and 800 SET/s on one node, against 20-29k and 14-21k with
+    /// them pinned (benches/RESULTS.md, "Eighth session"). Pinned, they
+    /// cost memory that grows with the data (a bloom filter's bits per key
+    /// and an index entry per 4 KiB data block), as RocksDB's default of
+    /// keeping them with each open table does.
     #[must_use]
     pub fn keyspace(&self) -> KeyspaceCreateOptions {
-        KeyspaceCreateOptions::default().max_memtable_size(self.memtable_size_bytes)
+        KeyspaceCreateOptions::default()
+            .max_memtable_size(self.memtable_size_bytes)
+            .index_block_pinning_policy(PinningPolicy::all(true))
+            .filter_block_pinning_policy(PinningPolicy::all(true))
     }
 }
 
@@ -184,5 +203,20 @@ mod tests {
         );
         let keyspace = db.keyspace("k", || options.keyspace()).unwrap();
         assert_eq!(keyspace.len().unwrap(), 4096);
+    }
+
+    /// Every level's index and filter blocks stay in memory (see
+    /// [`EngineOptions::keyspace`]); fjall records the policy with the
+    /// keyspace, so a reopened one keeps it.
+    #[test]
+    fn keyspaces_pin_index_and_filter_blocks_on_every_level() {
+        // A policy lists levels from 0; its last entry holds for the rest.
+        let options = EngineOptions::default().keyspace();
+        for policy in [
+            &options.index_block_pinning_policy,
+            &options.filter_block_pinning_policy,
+        ] {
+            assert!(!policy.is_empty() && policy.iter().all(|&pinned| pinned));
+        }
     }
 }
