@@ -1,7 +1,9 @@
 //! A cluster of raftis nodes inside the test process, for behaviour tests.
 //!
-//! Every node gets a temp data dir and listeners on port 0; a stopped node is
-//! restarted on the same ports and data dir, as a real restart would be.
+//! Every node gets a temp data dir and listeners on free ports (below the
+//! ephemeral range, so that nothing else takes them while a node is down); a
+//! stopped node is restarted on the same ports and data dir, as a real
+//! restart would be.
 //! Dropping the [`Cluster`] stops every node.
 
 #![allow(dead_code)]
@@ -54,6 +56,30 @@ async fn bind(addr: &str) -> TcpListener {
     TcpListener::bind(addr).await.expect("bind")
 }
 
+/// Lowest port these tests pick for a node.
+const FIRST_PORT: u16 = 10_000;
+
+/// A listener on 127.0.0.1 at a free port below the kernel's ephemeral
+/// range. A stopped node's ports must still be free when it restarts, and a
+/// port from the ephemeral range may meanwhile go to any outgoing
+/// connection or port-0 bind of a test running alongside (a restart once
+/// found its port taken that way). Port 0 when that range leaves no room.
+async fn bind_restartable() -> TcpListener {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > FIRST_PORT + 1000 {
+        for _ in 0..1000 {
+            let port = rand::random_range(FIRST_PORT..ephemeral_low);
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+                return listener;
+            }
+        }
+    }
+    bind("127.0.0.1:0").await
+}
+
 /// Binds `addr` again after a stop; the old socket may take a moment to go.
 async fn rebind(addr: SocketAddr) -> TcpListener {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -88,7 +114,7 @@ impl Cluster {
     ) -> Cluster {
         let mut listeners = Vec::new();
         for _ in 0..n {
-            listeners.push((bind("127.0.0.1:0").await, bind("127.0.0.1:0").await));
+            listeners.push((bind_restartable().await, bind_restartable().await));
         }
         let peers: Vec<SocketAddr> = listeners
             .iter()
