@@ -129,7 +129,7 @@ async fn reads_during_writes_see_each_acknowledged_write(read_policy: ReadPolicy
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_lease_nodes_withhold_their_votes_for_a_lease_length() {
     // Long against the 300 ms minimum election timeout: without the
-    // hold-off, the followers would elect one of them well within it.
+    // hold-off, a leader would be elected well within it.
     const LEASE_MS: u64 = 3000;
     let tuning = NodeTuning {
         read_policy: ReadPolicy::Lease,
@@ -148,8 +148,8 @@ async fn restarted_lease_nodes_withhold_their_votes_for_a_lease_length() {
     assert_ne!(new_leader, leader);
     assert!(
         elapsed >= Duration::from_millis(LEASE_MS),
-        "node {new_leader} was elected {elapsed:?} after the restarts, within the \
-         {LEASE_MS} ms lease a restarted node may have backed"
+        "node {new_leader} was elected {elapsed:?} after the restart, within the \
+         {LEASE_MS} ms lease the restarted node may have backed"
     );
 }
 

@@ -5,12 +5,12 @@
 //! (`storage.cache_size_mb`, shared by every keyspace), one memtable per
 //! keyspace, where writes wait until they are flushed to a table on disk
 //! (`storage.memtable_size_mb` each), and every table's index and filter
-//! blocks, which grow with the data (see [`EngineOptions::keyspace`]). The journal holds every write that no
-//! table holds yet; a restart reads it back into memtables, so small
-//! memtables also keep restarts short. fjall rotates a memtable that grows
-//! past its size and flushes it in the background; sealed journals are
-//! capped at [`MAX_JOURNAL_BYTES`], past which fjall flushes the keyspaces
-//! that keep the oldest file alive.
+//! blocks, which grow with the data (see [`EngineOptions::keyspace`]). The
+//! journal holds every write that no table holds yet; a restart reads it
+//! back into memtables, so small memtables also keep restarts short. fjall
+//! rotates a memtable that grows past its size and flushes it in the
+//! background; sealed journals are capped at [`MAX_JOURNAL_BYTES`], past
+//! which fjall flushes the keyspaces that keep the oldest file alive.
 //!
 //! Data flows one way: the cluster layer builds [`EngineOptions`] from the
 //! configuration, opens the database with [`EngineOptions::open_database`],
