@@ -333,6 +333,7 @@ impl Cluster {
                 .map_err(ClusterError::startup("opening the snapshot directory"))?;
         let applied_clock = state_machine.applied_clock();
 
+        let lease = opts.raft.read_policy == ReadPolicy::Lease;
         let raft_config = openraft::Config {
             cluster_name: "raftis".into(),
             heartbeat_interval: opts.raft.heartbeat_interval_ms,
@@ -351,7 +352,7 @@ impl Cluster {
             // With lease reads a node starts with elections off (see
             // `vote_hold_off_until` below): set here, not after `Raft::new`,
             // so that not even the core's first tick may campaign.
-            enable_elect: opts.raft.read_policy != ReadPolicy::Lease,
+            enable_elect: !lease,
             ..Default::default()
         }
         .validate()
@@ -371,7 +372,7 @@ impl Cluster {
         // Taken before Raft starts: what this node promised not to vote for
         // in its previous life is gone, and a leader may still hold a lease
         // on that promise for up to `election_timeout_max` from then.
-        let vote_hold_off_until = (opts.raft.read_policy == ReadPolicy::Lease)
+        let vote_hold_off_until = lease
             .then(|| Instant::now() + Duration::from_millis(opts.raft.election_timeout_max_ms));
         let raft = openraft::Raft::new(
             opts.id,

@@ -10,9 +10,8 @@
 //! connection in `READONLY` mode skips the barrier and reads whatever this
 //! node has applied.
 
-use std::time::Instant;
-
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
