@@ -335,6 +335,51 @@ async fn lost_quorum_is_reported_and_service_returns() {
     assert_eq!(reply, "OK");
 }
 
+/// Reads that share read-index rounds on a leader that lost its quorum:
+/// each must fail with CLUSTERDOWN by its own deadline, whether it started
+/// a round, waited for one, or retried after a failed one. (Here the
+/// rounds fail fast, the followers' connections being refused; a round
+/// that hangs, on a leader that never answers, is bounded by the earliest
+/// deadline among its reads, which this test does not reach.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_reads_without_quorum_each_fail_within_the_request_timeout() {
+    let timeout = Duration::from_secs(3);
+    let tuning = NodeTuning {
+        request_timeout_ms: 3000,
+        ..NodeTuning::default()
+    };
+    let mut cluster = Cluster::start(3, tuning).await;
+    let leader = cluster.wait_for_leader().await;
+    for follower in cluster.followers(leader) {
+        cluster.stop(follower).await;
+    }
+    let mut reads = tokio::task::JoinSet::new();
+    // Three waves, a third of the timeout apart: later waves join rounds
+    // that earlier reads started and that cannot end in success.
+    for wave in 0..3 {
+        for _ in 0..8 {
+            let mut con = cluster.client(leader).await;
+            reads.spawn(async move {
+                let started = Instant::now();
+                let r: redis::RedisResult<Option<String>> =
+                    redis::cmd("GET").arg("k").query_async(&mut con).await;
+                (wave, r, started.elapsed())
+            });
+        }
+        tokio::time::sleep(timeout / 3).await;
+    }
+    while let Some(read) = reads.join_next().await {
+        let (wave, r, took) = read.unwrap();
+        let err = r.expect_err("no linearizable read without quorum");
+        assert_eq!(err.code(), Some("CLUSTERDOWN"), "wave {wave}: {err}");
+        // Half a timeout of slack for a loaded machine.
+        assert!(
+            took < timeout * 3 / 2,
+            "wave {wave}: answered after {took:?} (request timeout {timeout:?})"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ttl_expires_on_every_node() {
     let cluster = Cluster::start(3, NodeTuning::default()).await;

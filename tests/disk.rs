@@ -47,6 +47,21 @@ async fn info_persistence_shows_log_snapshot_and_disk_figures() {
     assert_eq!(fresh["min_free_bytes"], 256 * 1024 * 1024, "{fresh:?}");
     assert!(fresh["disk_free_bytes"] > 0, "{fresh:?}");
     assert!(fresh["db_size_bytes"] > 0, "{fresh:?}");
+    // The engine's background work and cache: idle on a fresh node.
+    assert_eq!(fresh["storage_flushes_pending"], 0, "{fresh:?}");
+    assert_eq!(fresh["storage_compactions_running"], 0, "{fresh:?}");
+    assert_eq!(
+        fresh["storage_block_cache_capacity_bytes"],
+        32 * 1024 * 1024,
+        "{fresh:?}"
+    );
+    for field in [
+        "storage_compactions_completed",
+        "storage_compaction_time_ms",
+        "storage_block_cache_used_bytes",
+    ] {
+        assert!(fresh.contains_key(field), "{field} missing: {fresh:?}");
+    }
     assert_eq!(
         fresh["raft_log_entries"],
         fresh["raft_log_last_index"] + 1 - fresh["raft_log_first_index"],

@@ -101,6 +101,7 @@ use super::rpc::RemoteError;
 use super::state_machine::last_snapshot_time;
 use super::transfer::TransferRefusal;
 use super::Cluster;
+use crate::storage::EngineActivity;
 
 /// How often free space is measured.
 pub const CHECK_PERIOD: Duration = Duration::from_millis(250);
@@ -194,6 +195,8 @@ pub struct PersistenceStatus {
     pub disk_critical: bool,
     /// The threshold (`storage.min_free_mb` in bytes); 0: disabled.
     pub min_free_bytes: u64,
+    /// The storage engine's flushes, compactions and block cache.
+    pub engine: EngineActivity,
 }
 
 impl DiskGuard {
@@ -377,6 +380,7 @@ impl DiskGuard {
             disk_low: level >= SpaceLevel::Low,
             disk_critical: level >= SpaceLevel::Critical,
             min_free_bytes: self.min_free_bytes,
+            engine: self.log.engine_activity(),
         }
     }
 }

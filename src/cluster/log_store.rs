@@ -35,7 +35,7 @@ use super::core::{now_ms, proposer_of, term_of};
 use super::journal_sync::JournalSync;
 use super::log_tail::LogTail;
 use super::types::{Entry, LogId, TypeConfig, Vote};
-use crate::storage::EngineOptions;
+use crate::storage::{EngineActivity, EngineOptions};
 use crate::telemetry::trace::{attr, NodeTracer, Stage};
 use crate::telemetry::{Telemetry, TraceParent};
 
@@ -190,6 +190,11 @@ impl LogStore {
     /// Any fjall error.
     pub(crate) fn database_disk_space(&self) -> Result<u64, io::Error> {
         self.inner.db.disk_space().map_err(io::Error::other)
+    }
+
+    /// The node's database's background work and block cache now.
+    pub(crate) fn engine_activity(&self) -> EngineActivity {
+        EngineActivity::of(&self.inner.db)
     }
 
     /// The first and last index in the log, `None` when it is empty.

@@ -345,6 +345,27 @@ fn info_persistence(out: &mut String, node: &Node, session: &Session) {
     field!(out, "disk_low", u8::from(p.disk_low));
     field!(out, "disk_critical", u8::from(p.disk_critical));
     field!(out, "min_free_bytes", p.min_free_bytes);
+    // fjall's background work: a bulk load leaves flushes and compactions
+    // running for a while after it, competing with requests for the cores.
+    let e = p.engine;
+    field!(out, "storage_flushes_pending", e.flushes_pending);
+    field!(out, "storage_compactions_running", e.compactions_running);
+    field!(
+        out,
+        "storage_compactions_completed",
+        e.compactions_completed
+    );
+    field!(out, "storage_compaction_time_ms", e.compaction_time_ms);
+    field!(
+        out,
+        "storage_block_cache_used_bytes",
+        e.block_cache_used_bytes
+    );
+    field!(
+        out,
+        "storage_block_cache_capacity_bytes",
+        e.block_cache_capacity_bytes
+    );
 }
 
 fn info_stats(out: &mut String, node: &Node, session: &Session) {

@@ -46,7 +46,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 pub use apply::{ApplyBatch, MAX_STRING_LEN};
 pub use encoding::Kind;
-pub use engine::{write_may_stall, EngineOptions};
+pub use engine::{write_may_stall, EngineActivity, EngineOptions};
 pub use error::StorageError;
 pub use glob::glob_match;
 pub use number::parse_i64;
