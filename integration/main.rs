@@ -26,6 +26,7 @@ mod lease;
 mod membership;
 mod otlp_receiver;
 mod proxy;
+mod read_deadline;
 mod redis_benchmark;
 mod redis_cli;
 mod redis_py;

@@ -337,10 +337,10 @@ async fn lost_quorum_is_reported_and_service_returns() {
 
 /// Reads that share read-index rounds on a leader that lost its quorum:
 /// each must fail with CLUSTERDOWN by its own deadline, whether it started
-/// a round, waited for one, or retried after a failed one. (Here the
-/// rounds fail fast, the followers' connections being refused; a round
-/// that hangs, on a leader that never answers, is bounded by the earliest
-/// deadline among its reads, which this test does not reach.)
+/// a round, waited for one, or retried after a failed one. Here the rounds
+/// fail fast (the followers refuse connections); rounds that hang, on a
+/// follower whose requests never reach the leader, are
+/// `integration/read_deadline.rs`'s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batched_reads_without_quorum_each_fail_within_the_request_timeout() {
     let timeout = Duration::from_secs(3);

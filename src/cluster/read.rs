@@ -11,9 +11,9 @@
 //! node has applied.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::core::Core;
 use super::rpc::{PeerRequest, PeerResponse, RemoteError};
@@ -25,12 +25,6 @@ use super::{Cluster, ClusterError};
 /// and reads that arrive during a round join the next one (they began after
 /// the request left, so its index might be too old for them). Under load
 /// this is one round trip per round instead of one per read.
-///
-/// Each read brings its deadline, and a round is bounded by the earliest
-/// deadline among the reads it serves: one timer per round, not one per
-/// read (a timer per read was ~6% of a leader's CPU under GET -c 50). A
-/// read that a stuck round fails before its own deadline retries with the
-/// time it has left (see [`Cluster::read_barrier`]).
 ///
 /// A node has two: one for its own clients' reads, whose rounds ask
 /// whichever node leads, and one for the read-index requests of followers,
@@ -59,21 +53,12 @@ impl Round {
             Round::Peers => &core.peer_read_batch,
         }
     }
-
-    /// What a read is told when its round did not finish by its deadline.
-    fn timed_out(self) -> &'static str {
-        match self {
-            Round::Clients => "no read index from the leader in time",
-            Round::Peers => "no quorum confirmed leadership in time",
-        }
-    }
 }
 
 #[derive(Debug, Default)]
 struct BatchState {
     running: bool,
-    /// The reads waiting for the next round, each with its deadline.
-    waiting: Vec<(oneshot::Sender<Result<u64, String>>, Instant)>,
+    waiting: Vec<oneshot::Sender<Result<u64, String>>>,
 }
 
 impl ReadIndexBatch {
@@ -83,20 +68,19 @@ impl ReadIndexBatch {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The read index for a read that starts now, or why there is none,
-    /// answered by `deadline`. A read that finds no round running and none
-    /// waiting runs its round itself, which saves a lone read the hand-off
-    /// to a round task and back; reads that arrive meanwhile wait for the
-    /// next round, which a task runs once this one ends (or its reader
-    /// gives up).
-    async fn index(core: &Arc<Core>, round: Round, deadline: Instant) -> Result<u64, String> {
+    /// The read index for a read that starts now, or why there is none. A
+    /// read that finds no round running and none waiting runs its round
+    /// itself, which saves a lone read the hand-off to a round task and
+    /// back; reads that arrive meanwhile wait for the next round, which a
+    /// task runs once this one ends (or its reader gives up).
+    async fn index(core: &Arc<Core>, round: Round) -> Result<u64, String> {
         let joined = {
             let mut state = round.batch(core).state();
             // Reads wait only while a round runs (a reader's, or the task's
             // that a finished round handed them to): idle means no waiters.
             if state.running {
                 let (tx, rx) = oneshot::channel();
-                state.waiting.push((tx, deadline));
+                state.waiting.push(tx);
                 Some(rx)
             } else {
                 state.running = true;
@@ -106,7 +90,7 @@ impl ReadIndexBatch {
         match joined {
             None => {
                 let _handover = InlineRound { core, round };
-                bounded_round(core, round, deadline).await
+                round_request(core, round).await
             }
             Some(rx) => rx
                 .await
@@ -146,13 +130,6 @@ async fn round_request(core: &Core, round: Round) -> Result<u64, String> {
     }
 }
 
-/// [`round_request`], given up at `deadline`.
-async fn bounded_round(core: &Core, round: Round, deadline: Instant) -> Result<u64, String> {
-    tokio::time::timeout_at(deadline, round_request(core, round))
-        .await
-        .unwrap_or_else(|_| Err(round.timed_out().into()))
-}
-
 async fn run_rounds(core: Arc<Core>, round: Round) {
     loop {
         let waiting = {
@@ -163,13 +140,8 @@ async fn run_rounds(core: Arc<Core>, round: Round) {
             }
             std::mem::take(&mut state.waiting)
         };
-        // Every read is answered by its deadline: the round ends by the
-        // earliest among them.
-        let Some(deadline) = waiting.iter().map(|(_, d)| *d).min() else {
-            continue;
-        };
-        let result = bounded_round(&core, round, deadline).await;
-        for (waiter, _) in waiting {
+        let result = round_request(&core, round).await;
+        for waiter in waiting {
             let _ = waiter.send(result.clone());
         }
     }
@@ -207,10 +179,14 @@ impl Core {
         if self.current_leader() != Some(self.id) {
             return self.read_index_local().await;
         }
-        let deadline = Instant::now() + self.request_timeout;
-        ReadIndexBatch::index(self, Round::Peers, deadline)
-            .await
-            .map_err(RemoteError::Unavailable)
+        let index = ReadIndexBatch::index(self, Round::Peers);
+        match tokio::time::timeout(self.request_timeout, index).await {
+            Ok(Ok(index)) => Ok(index),
+            Ok(Err(why)) => Err(RemoteError::Unavailable(why)),
+            Err(_) => Err(RemoteError::Unavailable(
+                "no quorum confirmed leadership in time".into(),
+            )),
+        }
     }
 }
 
@@ -239,13 +215,20 @@ impl Cluster {
             // the Raft core (and one heartbeat to confirm leadership) for
             // every read that was waiting, instead of one per read.
             let index = match core.current_leader() {
-                Some(_) => match ReadIndexBatch::index(core, Round::Clients, deadline).await {
-                    Ok(index) => Some(index),
-                    Err(why) => {
-                        last_reason = why;
-                        None
+                Some(_) => {
+                    let index = ReadIndexBatch::index(core, Round::Clients);
+                    match tokio::time::timeout(remaining, index).await {
+                        Ok(Ok(index)) => Some(index),
+                        Ok(Err(why)) => {
+                            last_reason = why;
+                            None
+                        }
+                        Err(_) => {
+                            last_reason = "no read index from the leader in time".into();
+                            None
+                        }
                     }
-                },
+                }
                 None => None,
             };
             if let Some(index) = index {
