@@ -16,12 +16,13 @@
 //! configuration, opens the database with [`EngineOptions::open_database`],
 //! and hands the same options to [`crate::storage::Store::open`] and the
 //! Raft log store, which create their keyspaces with
-//! [`EngineOptions::keyspace`]. fjall records a keyspace's memtable size
-//! and pinning when the keyspace is created: keyspaces made before a change
-//! of `memtable_size_mb` (or before index and filter blocks were pinned)
-//! keep theirs, except the data generation, which every `FLUSHALL` and
-//! snapshot install replaces (and [`flush_memtables`] bounds what any of
-//! them holds across a restart anyway).
+//! [`EngineOptions::keyspace`]; INFO reads the engine's background work
+//! and cache back through [`EngineActivity`]. fjall records a keyspace's
+//! memtable size and pinning when the keyspace is created: keyspaces made
+//! before a change of `memtable_size_mb` (or before index and filter blocks
+//! were pinned) keep theirs, except the data generation, which every
+//! `FLUSHALL` and snapshot install replaces (and [`flush_memtables`] bounds
+//! what any of them holds across a restart anyway).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -211,8 +212,8 @@ mod tests {
         );
         assert_eq!(idle.compactions_completed, 0, "{idle:?}");
         let keyspace = db.keyspace("k", || options.keyspace()).unwrap();
-        // 4 MiB through a 256 KiB memtable: a dozen tables in level 0,
-        // which fjall compacts into level 1 on its own.
+        // 4 MiB through a 256 KiB memtable: about sixteen tables in level
+        // 0, which fjall compacts into level 1 on its own.
         for i in 0..4096u32 {
             keyspace.insert(i.to_be_bytes(), vec![7u8; 1024]).unwrap();
         }
