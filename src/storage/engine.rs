@@ -195,14 +195,21 @@ const FLUSH_POLL: Duration = Duration::from_millis(5);
 mod tests {
     use super::*;
 
-    #[test]
-    fn activity_counts_flushes_compactions_and_the_block_cache() {
+    /// A database in a temp dir with a 1 MiB block cache and memtables of
+    /// `memtable_size_bytes`.
+    fn small_database(memtable_size_bytes: u64) -> (tempfile::TempDir, EngineOptions, Database) {
         let dir = tempfile::tempdir().unwrap();
         let options = EngineOptions {
             cache_size_bytes: 1024 * 1024,
-            memtable_size_bytes: 256 * 1024,
+            memtable_size_bytes,
         };
         let db = options.open_database(dir.path()).unwrap();
+        (dir, options, db)
+    }
+
+    #[test]
+    fn activity_counts_flushes_compactions_and_the_block_cache() {
+        let (_dir, options, db) = small_database(256 * 1024);
         let idle = EngineActivity::of(&db);
         assert_eq!(idle.block_cache_capacity_bytes, 1024 * 1024);
         assert_eq!(
@@ -242,12 +249,7 @@ mod tests {
 
     #[test]
     fn keyspaces_take_the_memtable_size_and_flushes_empty_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = EngineOptions {
-            cache_size_bytes: 1024 * 1024,
-            memtable_size_bytes: 1024 * 1024,
-        };
-        let db = options.open_database(dir.path()).unwrap();
+        let (dir, options, db) = small_database(1024 * 1024);
         assert_eq!(db.cache_capacity(), 1024 * 1024);
         let keyspace = db.keyspace("k", || options.keyspace()).unwrap();
         // 4 MiB through a 1 MiB memtable: fjall rotates and flushes it on
