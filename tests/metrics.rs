@@ -214,6 +214,21 @@ async fn metrics_of_a_three_node_cluster_parse_and_add_up() {
             "node {id}: no fsync observed"
         );
         assert!(check_histograms(&m) >= 4, "node {id}: histograms missing");
+        // The storage engine's figures, as INFO persistence has them.
+        assert_eq!(
+            must(&m, "raftis_storage_block_cache_capacity_bytes", &[]),
+            32.0 * 1024.0 * 1024.0,
+            "node {id}"
+        );
+        for family in [
+            "raftis_storage_flushes_pending",
+            "raftis_storage_compactions_running",
+            "raftis_storage_compactions_total",
+            "raftis_storage_compaction_seconds_total",
+            "raftis_storage_block_cache_bytes",
+        ] {
+            assert!(must(&m, family, &[]) >= 0.0, "node {id}: {family}");
+        }
     }
     assert_eq!(leaders, vec![leader], "exactly one leader, the known one");
 

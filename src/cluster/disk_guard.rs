@@ -347,6 +347,12 @@ impl DiskGuard {
         )
     }
 
+    /// The storage engine's background work and block cache now.
+    #[must_use]
+    pub fn engine_activity(&self) -> EngineActivity {
+        self.log.engine_activity()
+    }
+
     /// Sizes and free space for `INFO persistence`; measures free space now.
     #[must_use]
     pub fn persistence(&self, last_snapshot_index: u64, purged_index: u64) -> PersistenceStatus {
@@ -380,7 +386,7 @@ impl DiskGuard {
             disk_low: level >= SpaceLevel::Low,
             disk_critical: level >= SpaceLevel::Critical,
             min_free_bytes: self.min_free_bytes,
-            engine: self.log.engine_activity(),
+            engine: self.engine_activity(),
         }
     }
 }
@@ -617,6 +623,13 @@ pub(super) fn raft_stopped(core: &Core) -> Option<String> {
 }
 
 impl Cluster {
+    /// The storage engine's flushes, compactions and block cache now (no
+    /// I/O: fjall's counters), for `/metrics`.
+    #[must_use]
+    pub fn engine_activity(&self) -> EngineActivity {
+        self.core.disk.engine_activity()
+    }
+
     /// Log and disk figures for `INFO persistence`.
     #[must_use]
     pub fn persistence(&self) -> PersistenceStatus {

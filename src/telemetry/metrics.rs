@@ -35,6 +35,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cluster::RaftStatus;
 use crate::command::table::{self, CommandId};
+use crate::storage::EngineActivity;
 
 /// The roles `raftis_raft_role` reports, one series each (1 for the
 /// current role, 0 for the others).
@@ -484,6 +485,8 @@ pub struct LiveState {
     pub connections_rejected: u64,
     /// Error replies since start, by prefix (`ERR`, `WRONGTYPE`...).
     pub errors_by_prefix: Vec<(String, u64)>,
+    /// The storage engine's background work and block cache.
+    pub engine: EngineActivity,
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -594,7 +597,51 @@ impl LiveState {
              (ERR, WRONGTYPE, CLUSTERDOWN...)",
             errors,
         );
+        self.register_engine(&mut r);
         r
+    }
+
+    /// The storage engine's figures (INFO's `storage_*` fields).
+    fn register_engine(&self, r: &mut Registry) {
+        let e = &self.engine;
+        gauge(
+            r,
+            "storage_flushes_pending",
+            "Memtables waiting for their flush to a table on disk",
+            e.flushes_pending,
+        );
+        gauge(
+            r,
+            "storage_compactions_running",
+            "Storage compactions running now",
+            e.compactions_running,
+        );
+        counter(
+            r,
+            "storage_compactions",
+            "Storage compactions finished since the node started",
+            e.compactions_completed,
+        );
+        let seconds: Counter<f64, AtomicU64> = Counter::default();
+        #[allow(clippy::cast_precision_loss)]
+        seconds.inc_by(e.compaction_time_ms as f64 / 1000.0);
+        r.register(
+            "storage_compaction_seconds",
+            "Time spent compacting since the node started",
+            seconds,
+        );
+        gauge(
+            r,
+            "storage_block_cache_bytes",
+            "Bytes the storage engine's block cache holds now",
+            e.block_cache_used_bytes,
+        );
+        gauge(
+            r,
+            "storage_block_cache_capacity_bytes",
+            "Capacity of the block cache (storage.cache_size_mb)",
+            e.block_cache_capacity_bytes,
+        );
     }
 }
 
@@ -617,6 +664,14 @@ mod tests {
             connections_received: 7,
             connections_rejected: 1,
             errors_by_prefix: vec![("ERR".into(), 4), ("WRONGTYPE".into(), 1)],
+            engine: EngineActivity {
+                compactions_running: 1,
+                flushes_pending: 2,
+                compactions_completed: 5,
+                compaction_time_ms: 1500,
+                block_cache_used_bytes: 4096,
+                block_cache_capacity_bytes: 32 * 1024 * 1024,
+            },
         }
     }
 
@@ -687,6 +742,12 @@ mod tests {
             "raftis_client_connections_rejected_total 1",
             "raftis_error_replies_total{prefix=\"ERR\"} 4",
             "raftis_error_replies_total{prefix=\"WRONGTYPE\"} 1",
+            "raftis_storage_flushes_pending 2",
+            "raftis_storage_compactions_running 1",
+            "raftis_storage_compactions_total 5",
+            "raftis_storage_compaction_seconds_total 1.5",
+            "raftis_storage_block_cache_bytes 4096",
+            "raftis_storage_block_cache_capacity_bytes 33554432",
         ] {
             assert!(
                 samples.iter().any(|l| l.starts_with(expected)),
