@@ -279,6 +279,14 @@ fn a_node_low_on_disk_refuses_writes_serves_reads_and_recovers() {
     let filler = fs.path().join("filler");
     fill_to(&cluster, 1, &filler, 12 * MIB);
     wait_for_node_1_flag(&cluster, "disk_low", "node 1 to report low disk space");
+    // Prometheus sees it too, to alert on.
+    let (status, metrics) =
+        crate::health::get(cluster.addrs(1).http, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l == "raftis_disk_low 1"),
+        "no raftis_disk_low 1 in:\n{metrics}"
+    );
     let refused = set(&cluster, 1, "refused", "x").expect_err("a write on a node low on disk");
     assert_eq!(refused.code(), Some("MISCONF"), "{refused}");
     let detail = refused.detail().unwrap_or_default().to_owned();

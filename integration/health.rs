@@ -19,7 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `GET path` over HTTP/1.0 (the body ends where the connection does):
 /// the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let mut stream =
         TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
     stream

@@ -214,7 +214,11 @@ async fn metrics_of_a_three_node_cluster_parse_and_add_up() {
             "node {id}: no fsync observed"
         );
         assert!(check_histograms(&m) >= 4, "node {id}: histograms missing");
-        // The storage engine's figures, as INFO persistence has them.
+        // Disk and storage engine figures, as INFO persistence has them.
+        assert!(must(&m, "raftis_db_size_bytes", &[]) > 0.0, "node {id}");
+        assert!(must(&m, "raftis_disk_free_bytes", &[]) > 0.0, "node {id}");
+        assert_eq!(must(&m, "raftis_disk_low", &[]), 0.0, "node {id}");
+        assert_eq!(must(&m, "raftis_disk_critical", &[]), 0.0, "node {id}");
         assert_eq!(
             must(&m, "raftis_storage_block_cache_capacity_bytes", &[]),
             32.0 * 1024.0 * 1024.0,

@@ -171,8 +171,8 @@ pub struct DiskGuard {
     refused_snapshot: Mutex<Option<(u64, Instant)>>,
 }
 
-/// What `INFO persistence` reports about this node's disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `INFO persistence` (and `/metrics`) report about this node's disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PersistenceStatus {
     /// Disk space of this node's fjall database (log, Raft state, data).
     pub db_size_bytes: u64,
@@ -347,12 +347,6 @@ impl DiskGuard {
         )
     }
 
-    /// The storage engine's background work and block cache now.
-    #[must_use]
-    pub fn engine_activity(&self) -> EngineActivity {
-        self.log.engine_activity()
-    }
-
     /// Sizes and free space for `INFO persistence`; measures free space now.
     #[must_use]
     pub fn persistence(&self, last_snapshot_index: u64, purged_index: u64) -> PersistenceStatus {
@@ -386,7 +380,7 @@ impl DiskGuard {
             disk_low: level >= SpaceLevel::Low,
             disk_critical: level >= SpaceLevel::Critical,
             min_free_bytes: self.min_free_bytes,
-            engine: self.engine_activity(),
+            engine: self.log.engine_activity(),
         }
     }
 }
@@ -623,14 +617,7 @@ pub(super) fn raft_stopped(core: &Core) -> Option<String> {
 }
 
 impl Cluster {
-    /// The storage engine's flushes, compactions and block cache now (no
-    /// I/O: fjall's counters), for `/metrics`.
-    #[must_use]
-    pub fn engine_activity(&self) -> EngineActivity {
-        self.core.disk.engine_activity()
-    }
-
-    /// Log and disk figures for `INFO persistence`.
+    /// Log and disk figures for `INFO persistence` and `/metrics`.
     #[must_use]
     pub fn persistence(&self) -> PersistenceStatus {
         let status = self.status();

@@ -163,7 +163,7 @@ async fn metrics(State(endpoints): State<Arc<Endpoints>>, headers: HeaderMap) ->
         connections_received: front.stats.connections_received.load(Ordering::Relaxed),
         connections_rejected: front.stats.rejected_connections.load(Ordering::Relaxed),
         errors_by_prefix: front.stats.error_counts(),
-        engine: endpoints.node.cluster.engine_activity(),
+        persistence: endpoints.node.cluster.persistence(),
     };
     match endpoints.node.telemetry.metrics.encode(&live, format) {
         Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),

@@ -33,9 +33,9 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::disk_guard::PersistenceStatus;
 use crate::cluster::RaftStatus;
 use crate::command::table::{self, CommandId};
-use crate::storage::EngineActivity;
 
 /// The roles `raftis_raft_role` reports, one series each (1 for the
 /// current role, 0 for the others).
@@ -485,8 +485,8 @@ pub struct LiveState {
     pub connections_rejected: u64,
     /// Error replies since start, by prefix (`ERR`, `WRONGTYPE`...).
     pub errors_by_prefix: Vec<(String, u64)>,
-    /// The storage engine's background work and block cache.
-    pub engine: EngineActivity,
+    /// Disk space, and the storage engine's background work and cache.
+    pub persistence: PersistenceStatus,
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -597,13 +597,40 @@ impl LiveState {
              (ERR, WRONGTYPE, CLUSTERDOWN...)",
             errors,
         );
-        self.register_engine(&mut r);
+        self.register_storage(&mut r);
         r
     }
 
-    /// The storage engine's figures (INFO's `storage_*` fields).
-    fn register_engine(&self, r: &mut Registry) {
-        let e = &self.engine;
+    /// The disk's and the storage engine's figures (INFO persistence's
+    /// `db_size_bytes`, `disk_*` and `storage_*` fields).
+    fn register_storage(&self, r: &mut Registry) {
+        let p = &self.persistence;
+        gauge(
+            r,
+            "db_size_bytes",
+            "Disk space of this node's database (Raft log, state, data)",
+            p.db_size_bytes,
+        );
+        gauge(
+            r,
+            "disk_free_bytes",
+            "Free bytes on the data dir's filesystem",
+            p.disk_free_bytes,
+        );
+        gauge(
+            r,
+            "disk_low",
+            "1 while free space is below storage.min_free_mb: writes are refused",
+            u64::from(p.disk_low),
+        );
+        gauge(
+            r,
+            "disk_critical",
+            "1 while free space is below half of storage.min_free_mb: new log entries are \
+             refused too",
+            u64::from(p.disk_critical),
+        );
+        let e = &p.engine;
         gauge(
             r,
             "storage_flushes_pending",
@@ -664,13 +691,19 @@ mod tests {
             connections_received: 7,
             connections_rejected: 1,
             errors_by_prefix: vec![("ERR".into(), 4), ("WRONGTYPE".into(), 1)],
-            engine: EngineActivity {
-                compactions_running: 1,
-                flushes_pending: 2,
-                compactions_completed: 5,
-                compaction_time_ms: 1500,
-                block_cache_used_bytes: 4096,
-                block_cache_capacity_bytes: 32 * 1024 * 1024,
+            persistence: PersistenceStatus {
+                db_size_bytes: 123_456,
+                disk_free_bytes: 9_000_000,
+                disk_low: true,
+                engine: crate::storage::EngineActivity {
+                    compactions_running: 1,
+                    flushes_pending: 2,
+                    compactions_completed: 5,
+                    compaction_time_ms: 1500,
+                    block_cache_used_bytes: 4096,
+                    block_cache_capacity_bytes: 32 * 1024 * 1024,
+                },
+                ..PersistenceStatus::default()
             },
         }
     }
@@ -742,6 +775,10 @@ mod tests {
             "raftis_client_connections_rejected_total 1",
             "raftis_error_replies_total{prefix=\"ERR\"} 4",
             "raftis_error_replies_total{prefix=\"WRONGTYPE\"} 1",
+            "raftis_db_size_bytes 123456",
+            "raftis_disk_free_bytes 9000000",
+            "raftis_disk_low 1",
+            "raftis_disk_critical 0",
             "raftis_storage_flushes_pending 2",
             "raftis_storage_compactions_running 1",
             "raftis_storage_compactions_total 5",
