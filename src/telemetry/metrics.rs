@@ -8,8 +8,9 @@
 //! (`state_machine.rs`), a write forwarded to the leader (`forward.rs`), a
 //! command's latency (`command/exec.rs`), and leader changes, which a task
 //! started by [`Metrics::watch_leaders`] counts from Raft's own metrics.
-//! Levels (term, role, indexes, connections, error counts) already live in
-//! the cluster and the RESP front end, so they are read when Prometheus
+//! Levels (term, role, indexes, connections, error counts, disk space and
+//! the storage engine's background work) already live in the cluster, the
+//! disk guard and the RESP front end, so they are read when Prometheus
 //! scrapes, into a [`LiveState`], instead of being copied on every change.
 //! [`Metrics::encode`] writes both, in the Prometheus text format (version
 //! 0.0.4) or in OpenMetrics, whichever the scraper asked for.
