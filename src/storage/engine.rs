@@ -225,26 +225,25 @@ mod tests {
             keyspace.insert(i.to_be_bytes(), vec![7u8; 1024]).unwrap();
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let settled = loop {
+        loop {
             let now = EngineActivity::of(&db);
             if now.compactions_completed > 0
                 && now.compactions_running == 0
                 && now.flushes_pending == 0
             {
-                break now;
+                break;
             }
             assert!(
                 std::time::Instant::now() < deadline,
                 "no compaction finished: {now:?}"
             );
             std::thread::sleep(FLUSH_POLL);
-        };
+        }
         // Reading a flushed key brings its data block into the cache.
         keyspace.rotate_memtable_and_wait().unwrap();
         assert!(keyspace.get(7u32.to_be_bytes()).unwrap().is_some());
         let read = EngineActivity::of(&db);
         assert!(read.block_cache_used_bytes > 0, "{read:?}");
-        assert!(read.compactions_completed >= settled.compactions_completed);
     }
 
     #[test]
