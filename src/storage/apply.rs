@@ -23,8 +23,10 @@ use bytes::Bytes;
 use fjall::Slice;
 
 use super::encoding::{
-    data_key, decode_value, encode_value, expiry_key, push_data_key, Header, Kind, VALUE_HEADER_LEN,
+    data_key, decode_value, encode_value, expiry_key, key_hash, push_data_key, Header, Kind,
+    VALUE_HEADER_LEN,
 };
+use super::key_filter::{fingerprint, Change};
 use super::number::{add_floats, parse_i64, FloatError};
 use super::{
     caller_meta_key, Generation, StorageError, Store, WriterGuard, COUNT_KEY, EXPIRES_KEY,
@@ -276,6 +278,7 @@ impl<'s> ApplyBatch<'s> {
         } = self;
         let mut batch = store.db.batch();
         let (mut added, mut removed) = (0u64, 0u64);
+        let mut changes = Vec::new();
         let (mut ttl_added, mut ttl_removed) = (0u64, 0u64);
         for (key, slot) in overlay {
             if !slot.dirty {
@@ -306,8 +309,14 @@ impl<'s> ApplyBatch<'s> {
                 }
             }
             match (slot.committed.is_some(), slot.current.is_some()) {
-                (false, true) => added += 1,
-                (true, false) => removed += 1,
+                (false, true) => {
+                    added += 1;
+                    changes.push(Change::Created(fingerprint(key_hash(&key))));
+                }
+                (true, false) => {
+                    removed += 1;
+                    changes.push(Change::Deleted(fingerprint(key_hash(&key))));
+                }
                 _ => {}
             }
         }
@@ -339,6 +348,11 @@ impl<'s> ApplyBatch<'s> {
             store.key_count.store(count, Ordering::Release);
             store.expires_count.store(expires, Ordering::Release);
         }
+        // Still the writer, so the filter follows the batches in order.
+        if switched {
+            store.key_filter.reset_empty();
+        }
+        store.key_filter.record(&changes);
         for generation in &abandoned {
             store.drop_generation(generation);
         }
@@ -354,9 +368,14 @@ impl<'s> ApplyBatch<'s> {
         match self.overlay.entry(key.clone()) {
             MapEntry::Occupied(entry) => Ok(entry.into_mut()),
             MapEntry::Vacant(entry) => {
-                self.scratch.clear();
-                push_data_key(&mut self.scratch, key);
-                let stored = self.generation.data.get(&self.scratch)?;
+                // A new key (most writes' case) needs no read at all.
+                let stored = if self.store.key_filter.certainly_absent(key_hash(key)) {
+                    None
+                } else {
+                    self.scratch.clear();
+                    push_data_key(&mut self.scratch, key);
+                    self.generation.data.get(&self.scratch)?
+                };
                 let committed = match &stored {
                     Some(raw) => Some(decode_value(raw)?.0.expire_at),
                     None => None,
@@ -752,6 +771,7 @@ fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
 mod tests {
     use super::*;
     use crate::storage::tests::open_store;
+    use std::time::Duration;
 
     const NOW: u64 = 1_000_000;
 
@@ -860,6 +880,9 @@ mod tests {
         store
             .key_count
             .store(store.key_count() + 1, std::sync::atomic::Ordering::Release);
+        store
+            .key_filter
+            .record(&[Change::Created(fingerprint(key_hash(key.as_bytes())))]);
     }
 
     #[test]
@@ -1526,6 +1549,173 @@ mod tests {
             OpResult::Integer(1)
         );
         assert_eq!(store.key_count(), 1);
+    }
+
+    /// Everything `key_count_through_every_path_survives_reopen` and more,
+    /// in batches of several ops, on a store whose key filter answers and on
+    /// one that reads every key: every answer and count must agree, and no
+    /// stored key may be one the filter calls absent (nor after a reopen
+    /// rebuilds it, nor after a snapshot install).
+    #[test]
+    fn the_key_filter_changes_no_answer() {
+        let (dir_on, dir_off) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let filtered = open_store(dir_on.path());
+        assert!(filtered.key_filter.wait_built(Duration::from_secs(10)));
+        let reading = open_store(dir_off.path());
+        reading.key_filter.wait_built(Duration::from_secs(10));
+        reading.key_filter.turn_off();
+
+        let k = |i: usize| b(&format!("k{i}"));
+        let set = |key: Bytes, condition, expiry| Op::Set {
+            key,
+            value: b("v"),
+            condition,
+            expiry,
+            get: true,
+        };
+        let script: Vec<Vec<Op>> = vec![
+            vec![Op::MSet((0..300).map(|i| (k(i), b("v"))).collect())],
+            vec![
+                set(k(1), SetCondition::IfAbsent, SetExpiry::Clear),
+                set(k(400), SetCondition::IfAbsent, SetExpiry::Clear),
+                set(k(401), SetCondition::IfPresent, SetExpiry::Clear),
+                set(
+                    k(2),
+                    SetCondition::Always,
+                    SetExpiry::Set(Deadline::At(NOW as i64 + 5)),
+                ),
+                Op::SetNx {
+                    key: k(402),
+                    value: b("x"),
+                },
+                Op::MSetNx(vec![(k(403), b("x")), (k(3), b("x"))]),
+                Op::Del((10..60).map(k).collect()),
+                Op::Del(vec![k(10), k(404)]),
+                Op::GetDel(k(60)),
+                Op::GetDel(k(405)),
+            ],
+            vec![
+                Op::Rename {
+                    from: k(61),
+                    to: k(406),
+                    nx: false,
+                },
+                Op::Rename {
+                    from: k(62),
+                    to: k(63),
+                    nx: true,
+                },
+                Op::Rename {
+                    from: k(64),
+                    to: k(65),
+                    nx: false,
+                },
+                Op::Expire {
+                    key: k(66),
+                    deadline: Deadline::At(1),
+                    condition: ExpireCondition::Always,
+                },
+                Op::IncrBy {
+                    key: k(407),
+                    delta: 3,
+                },
+                Op::IncrByFloat {
+                    key: k(408),
+                    delta: b("1.5"),
+                },
+                Op::Append {
+                    key: k(409),
+                    value: b("x"),
+                },
+                Op::SetRange {
+                    key: k(410),
+                    offset: 2,
+                    value: b("x"),
+                },
+                Op::GetEx {
+                    key: k(67),
+                    expiry: GetExExpiry::Set(Deadline::At(1)),
+                },
+                Op::Persist(k(2)),
+            ],
+            // The short expiry of k(70) has passed when the leader asks.
+            vec![set(
+                k(70),
+                SetCondition::Always,
+                SetExpiry::Set(Deadline::At(NOW as i64 + 10)),
+            )],
+            vec![Op::Batch(vec![
+                Op::Del(vec![k(71)]),
+                Op::MSet(vec![(k(71), b("again")), (k(411), b("new"))]),
+                Op::Del(vec![k(411)]),
+            ])],
+            vec![Op::ExpireKeys(vec![k(70), k(72)])],
+            vec![Op::Batch(vec![
+                set(k(412), SetCondition::Always, SetExpiry::Clear),
+                Op::FlushAll,
+                set(k(0), SetCondition::Always, SetExpiry::Clear),
+                set(k(413), SetCondition::IfAbsent, SetExpiry::Clear),
+            ])],
+            vec![Op::MSet((0..50).map(|i| (k(i * 3), b("w"))).collect())],
+            vec![Op::Del((0..100).map(k).collect())],
+        ];
+        let mut now = NOW;
+        for ops in &script {
+            now += 2;
+            for store in [&filtered, &reading] {
+                let mut batch = store.begin();
+                let results: Vec<OpResult> =
+                    ops.iter().map(|op| batch.apply(op, now).unwrap()).collect();
+                batch.commit().unwrap();
+                if std::ptr::eq(store, &filtered) {
+                    let expected = {
+                        let mut batch = reading.begin();
+                        let expected: Vec<OpResult> =
+                            ops.iter().map(|op| batch.apply(op, now).unwrap()).collect();
+                        batch.commit().unwrap();
+                        expected
+                    };
+                    assert_eq!(results, expected, "ops {ops:?}");
+                }
+            }
+            assert_eq!(filtered.key_count(), reading.key_count(), "after {ops:?}");
+            // One fingerprint per stored key: deletions are not forgotten.
+            let count = usize::try_from(filtered.key_count()).unwrap();
+            assert_eq!(filtered.key_filter.len(), Some(count));
+            assert_eq!(filtered.expires_count(), reading.expires_count());
+        }
+        let held = |store: &Store| {
+            let mut keys = store.keys(b"*", 0).unwrap();
+            keys.sort();
+            keys
+        };
+        assert_eq!(held(&filtered), held(&reading));
+        let never_absent = |store: &Store| {
+            for key in held(store) {
+                assert!(
+                    !store.key_filter.certainly_absent(key_hash(&key)),
+                    "{key:?}"
+                );
+            }
+        };
+        never_absent(&filtered);
+
+        // A reopen rebuilds the filter from disk; an install from a stream.
+        drop(filtered);
+        let reopened = open_store(dir_on.path());
+        assert!(reopened.key_filter.wait_built(Duration::from_secs(10)));
+        never_absent(&reopened);
+        let count = usize::try_from(reopened.key_count()).unwrap();
+        assert_eq!(reopened.key_filter.len(), Some(count));
+        assert!(reopened.key_filter.certainly_absent(key_hash(b"k0")));
+        let mut stream = Vec::new();
+        let meta = reopened.export(&mut stream).unwrap();
+        let installed_dir = tempfile::tempdir().unwrap();
+        let installed = open_store(installed_dir.path());
+        installed.import(&mut stream.as_slice(), meta).unwrap();
+        assert!(installed.key_filter.wait_built(Duration::from_secs(10)));
+        never_absent(&installed);
+        assert_eq!(held(&installed), held(&reading));
     }
 
     #[test]

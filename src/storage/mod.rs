@@ -34,6 +34,7 @@ mod engine;
 mod error;
 mod expiry;
 mod glob;
+mod key_filter;
 mod number;
 mod read;
 mod snapshot;
@@ -98,6 +99,8 @@ pub struct Store {
     usage: stats::UsageCounters,
     /// How new generations' keyspaces are created.
     engine: EngineOptions,
+    /// Which keys the current generation certainly lacks; the writer's.
+    key_filter: Arc<key_filter::KeyFilter>,
 }
 
 impl std::fmt::Debug for Store {
@@ -169,6 +172,9 @@ impl Store {
             }
         }
 
+        let key_filter = Arc::new(key_filter::KeyFilter::default());
+        // No writer exists yet: the snapshot falls between two batches.
+        key_filter.rebuild(current.data.clone(), db.snapshot(), key_count);
         Ok(Store {
             next_generation: AtomicU64::new(highest.max(current.id) + 1),
             db,
@@ -179,7 +185,15 @@ impl Store {
             writer: WriterSlot::default(),
             usage: stats::UsageCounters::default(),
             engine: *engine,
+            key_filter,
         })
+    }
+
+    /// Bytes of memory the key filter takes (see `key_filter.rs`): about 5
+    /// to 7 per key; 0 while it is being built.
+    #[must_use]
+    pub fn key_filter_bytes(&self) -> usize {
+        self.key_filter.memory_bytes()
     }
 
     /// Starts applying a group of committed entries. Only one batch (or

@@ -131,7 +131,11 @@ impl Store {
         // deleting a keyspace bypasses the journal, so after a power loss a
         // pointer still naming it would find it gone.
         self.db.persist(fjall::PersistMode::SyncAll)?;
+        let data = generation.data.clone();
         self.switch_to(generation, count, expires);
+        // Still the writer: the snapshot holds all of the new generation and
+        // no later batch.
+        self.key_filter.rebuild(data, self.db.snapshot(), count);
         Ok(())
     }
 

@@ -1,0 +1,489 @@
+//! Which keys the current generation certainly does not hold, from memory.
+//!
+//! Every write's apply needs the key's previous state (was it there, with
+//! which expiry) for the exact key count and the expiry index. In an LSM
+//! tree that is a point read: a memtable skiplist search and a filter and
+//! index lookup per table, most of a write's storage cost when the key is
+//! new. [`KeyFilter`] answers "certainly absent" for such keys without
+//! touching fjall.
+//!
+//! It holds a multiset of 32-bit fingerprints (the top half of the key hash
+//! that already prefixes every data key), one per stored key, in an
+//! open-addressing table: about 5 to 7 bytes per key. A key whose
+//! fingerprint is missing is absent; a key whose fingerprint is present is
+//! probably there (another key may share it: about one in 430 with 10M
+//! keys) and is read from fjall as before. Deleting a key removes one copy
+//! of its fingerprint, so the multiset always equals the fingerprints of
+//! the stored keys and there are never false "absent" answers.
+//!
+//! Data flow: only the store's writer touches the filter (the apply batch
+//! asks it before a point read and hands it the keys a batch created and
+//! deleted once the batch is committed; FLUSHALL empties it). At open and
+//! after a snapshot install it is built on a thread from a fjall snapshot
+//! taken between two batches; the batches committed meanwhile queue their
+//! changes, which the build replays before the filter is used. Until then,
+//! and for good if a build fails, every key is read.
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use fjall::{Keyspace, Readable, Snapshot};
+
+use super::encoding::HASH_LEN;
+use super::StorageError;
+
+/// The fingerprint of a data key's hash (the top half; never 0, which
+/// marks an empty slot).
+#[must_use]
+pub(super) fn fingerprint(hash: u64) -> u32 {
+    match (hash >> 32) as u32 {
+        0 => 1,
+        f => f,
+    }
+}
+
+/// The fingerprint of a stored data key, from its hash prefix.
+fn data_key_fingerprint(data_key: &[u8]) -> Result<u32, StorageError> {
+    let prefix: [u8; HASH_LEN] = data_key
+        .get(..HASH_LEN)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(StorageError::Corrupt("data key shorter than its hash"))?;
+    Ok(fingerprint(u64::from_be_bytes(prefix)))
+}
+
+/// A key whose presence a committed batch changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    Created(u32),
+    Deleted(u32),
+}
+
+/// The filter of the current generation's keys (see the module docs).
+#[derive(Default)]
+pub(super) struct KeyFilter {
+    state: Mutex<FilterState>,
+    /// Signalled when a build ends (tests wait on it).
+    built: Condvar,
+}
+
+#[derive(Default)]
+enum FilterState {
+    /// Not usable, and no build running: after a failed build, or before
+    /// the first one starts.
+    #[default]
+    Off,
+    /// A build of build number `build` runs; the changes committed since
+    /// its snapshot wait here, in order.
+    Building {
+        build: u64,
+        pending: Vec<Change>,
+    },
+    Ready(FingerprintSet),
+}
+
+impl KeyFilter {
+    fn state(&self) -> std::sync::MutexGuard<'_, FilterState> {
+        // Every update below leaves the state whole before it can panic
+        // (allocation aside), so a poisoned lock's state is usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the key with data-key hash `hash` is certainly absent.
+    /// `false` means "read it": present, or not known.
+    pub(super) fn certainly_absent(&self, hash: u64) -> bool {
+        match &*self.state() {
+            FilterState::Ready(set) => !set.contains(fingerprint(hash)),
+            _ => false,
+        }
+    }
+
+    /// Records the presence changes of a committed batch.
+    pub(super) fn record(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        match &mut *self.state() {
+            FilterState::Ready(set) => set.apply(changes),
+            FilterState::Building { pending, .. } => pending.extend_from_slice(changes),
+            FilterState::Off => {}
+        }
+    }
+
+    /// The generation changed to an empty one (FLUSHALL): nothing is stored.
+    /// A build of the old generation still running will find its result
+    /// unwanted.
+    pub(super) fn reset_empty(&self) {
+        *self.state() = FilterState::Ready(FingerprintSet::default());
+    }
+
+    /// Starts building the filter of `data` as `snapshot` sees it, on a
+    /// thread. The caller holds the store's writer, so the snapshot falls
+    /// between two batches; `expected` is the key count, to size the table.
+    /// A thread that cannot start leaves the filter off (every key read).
+    pub(super) fn rebuild(self: &Arc<Self>, data: Keyspace, snapshot: Snapshot, expected: u64) {
+        let build = NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.state() = FilterState::Building {
+            build,
+            pending: Vec::new(),
+        };
+        let filter = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("raftis-keyfilter".into())
+            .spawn(move || {
+                let result = scan(&data, &snapshot, expected);
+                drop(snapshot);
+                if let Err(error) = &result {
+                    tracing::warn!(%error, "the key filter's build failed; every write reads its key");
+                }
+                filter.finish(build, result.ok());
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start the key filter's build; every write reads its key");
+            self.finish(build, None);
+        }
+    }
+
+    /// Ends build `build` with its table (`None`: it failed, and the filter
+    /// stays off): replays the changes that waited and makes the filter
+    /// usable, unless the state moved on since (a FLUSHALL, a newer build).
+    fn finish(&self, build: u64, result: Option<FingerprintSet>) {
+        let mut state = self.state();
+        let FilterState::Building {
+            build: current,
+            pending,
+        } = &mut *state
+        else {
+            return;
+        };
+        if *current != build {
+            return;
+        }
+        *state = match result {
+            Some(mut set) => {
+                set.apply(pending);
+                FilterState::Ready(set)
+            }
+            None => FilterState::Off,
+        };
+        drop(state);
+        self.built.notify_all();
+    }
+
+    /// Waits up to `timeout` for a running build to end; returns whether
+    /// the filter is usable. For tests.
+    #[cfg(test)]
+    pub(super) fn wait_built(&self, timeout: std::time::Duration) -> bool {
+        let state = self.state();
+        let (state, _) = self
+            .built
+            .wait_timeout_while(state, timeout, |s| {
+                matches!(s, FilterState::Building { .. })
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        matches!(*state, FilterState::Ready(_))
+    }
+
+    /// Turns the filter off, as a failed build would: every key is read.
+    /// For tests.
+    #[cfg(test)]
+    pub(super) fn turn_off(&self) {
+        *self.state() = FilterState::Off;
+    }
+
+    /// How many fingerprints it holds, when usable. For tests.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> Option<usize> {
+        match &*self.state() {
+            FilterState::Ready(set) => Some(set.len),
+            _ => None,
+        }
+    }
+
+    /// Bytes the filter's table takes (0 while not usable).
+    #[must_use]
+    pub(super) fn memory_bytes(&self) -> usize {
+        match &*self.state() {
+            FilterState::Ready(set) => set.memory_bytes(),
+            _ => 0,
+        }
+    }
+}
+
+/// Build numbers: unique per process, so a build's result is never taken
+/// for another's.
+static NEXT_BUILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The fingerprints of every key of `data` in `snapshot`.
+fn scan(
+    data: &Keyspace,
+    snapshot: &Snapshot,
+    expected: u64,
+) -> Result<FingerprintSet, StorageError> {
+    let started = std::time::Instant::now();
+    let mut set = FingerprintSet::with_expected(usize::try_from(expected).unwrap_or(usize::MAX));
+    for item in snapshot.iter(data) {
+        set.insert(data_key_fingerprint(&item.key()?)?);
+    }
+    tracing::info!(
+        keys = set.len,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "key filter built"
+    );
+    Ok(set)
+}
+
+/// Smallest table, in slots.
+const MIN_SLOTS: usize = 1024;
+/// Grow when more than this share of slots (in percent) would be taken.
+const MAX_LOAD_PERCENT: usize = 85;
+/// Shrink when fewer than this share (in percent) are taken.
+const MIN_LOAD_PERCENT: usize = 20;
+
+/// A multiset of non-zero `u32`s: linear probing, each value's home slot
+/// proportional to its value, 0 marking an empty slot, deletion by backward
+/// shift (no tombstones).
+struct FingerprintSet {
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl Default for FingerprintSet {
+    fn default() -> Self {
+        FingerprintSet {
+            slots: vec![0; MIN_SLOTS],
+            len: 0,
+        }
+    }
+}
+
+impl FingerprintSet {
+    /// An empty set sized for `expected` values without growing.
+    fn with_expected(expected: usize) -> Self {
+        let slots = (expected.saturating_mul(100) / MAX_LOAD_PERCENT + 1).max(MIN_SLOTS);
+        FingerprintSet {
+            slots: vec![0; slots],
+            len: 0,
+        }
+    }
+
+    fn home(&self, value: u32) -> usize {
+        // Scales the value to the table (Lemire's multiply-shift): values
+        // are uniform, and so are home slots.
+        ((u64::from(value) * self.slots.len() as u64) >> 32) as usize
+    }
+
+    fn next(&self, slot: usize) -> usize {
+        if slot + 1 == self.slots.len() {
+            0
+        } else {
+            slot + 1
+        }
+    }
+
+    /// The slot holding `value`, if any.
+    fn find(&self, value: u32) -> Option<usize> {
+        let mut slot = self.home(value);
+        loop {
+            match self.slots[slot] {
+                0 => return None,
+                v if v == value => return Some(slot),
+                _ => slot = self.next(slot),
+            }
+        }
+    }
+
+    fn contains(&self, value: u32) -> bool {
+        self.find(value).is_some()
+    }
+
+    fn insert(&mut self, value: u32) {
+        debug_assert_ne!(value, 0);
+        if (self.len + 1) * 100 > self.slots.len() * MAX_LOAD_PERCENT {
+            self.resize(self.slots.len() * 3 / 2);
+        }
+        let mut slot = self.home(value);
+        while self.slots[slot] != 0 {
+            slot = self.next(slot);
+        }
+        self.slots[slot] = value;
+        self.len += 1;
+    }
+
+    /// Removes one copy of `value`; returns whether there was one.
+    fn remove(&mut self, value: u32) -> bool {
+        let Some(mut hole) = self.find(value) else {
+            return false;
+        };
+        // Backward shift: move up every later value of the run that may sit
+        // in the hole (its home is not between the hole and where it is).
+        let mut slot = hole;
+        loop {
+            slot = self.next(slot);
+            let moved = self.slots[slot];
+            if moved == 0 {
+                break;
+            }
+            let home = self.home(moved);
+            let stays = if hole <= slot {
+                hole < home && home <= slot
+            } else {
+                hole < home || home <= slot
+            };
+            if !stays {
+                self.slots[hole] = moved;
+                hole = slot;
+            }
+        }
+        self.slots[hole] = 0;
+        self.len -= 1;
+        if self.slots.len() > MIN_SLOTS && self.len * 100 < self.slots.len() * MIN_LOAD_PERCENT {
+            self.resize(self.slots.len() / 2);
+        }
+        true
+    }
+
+    fn apply(&mut self, changes: &[Change]) {
+        for change in changes {
+            match *change {
+                Change::Created(f) => self.insert(f),
+                Change::Deleted(f) => {
+                    if !self.remove(f) {
+                        // Cannot happen while the filter mirrors the store;
+                        // if it ever does, a stale copy elsewhere only costs
+                        // a read, while a missing one would be wrong.
+                        tracing::error!("key filter lacks a deleted key's fingerprint");
+                    }
+                }
+            }
+        }
+    }
+
+    fn resize(&mut self, slots: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![0; slots.max(MIN_SLOTS)]);
+        self.len = 0;
+        for value in old.into_iter().filter(|&v| v != 0) {
+            let mut slot = self.home(value);
+            while self.slots[slot] != 0 {
+                slot = self.next(slot);
+            }
+            self.slots[slot] = value;
+            self.len += 1;
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<u32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A deterministic stream of fingerprints with many near neighbours
+    /// (long probe runs) and duplicates.
+    fn values(n: usize, seed: u64) -> Vec<u32> {
+        let mut x = seed;
+        (0..n)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let v = if i % 7 == 0 {
+                    // Clustered at the table's end, to exercise wrap-around.
+                    u32::MAX - (x >> 60) as u32
+                } else {
+                    (x >> 32) as u32
+                };
+                v.max(1)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn behaves_as_a_multiset_through_growth_wrap_around_and_shrinking() {
+        let mut set = FingerprintSet::default();
+        let mut model: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        let inserted = values(20_000, 7);
+        for &v in &inserted {
+            set.insert(v);
+            *model.entry(v).or_default() += 1;
+        }
+        assert!(set.slots.len() > MIN_SLOTS, "grew");
+        assert_eq!(set.len, inserted.len());
+        // Remove every other value (duplicates included), then check every
+        // value's presence against the model.
+        for &v in inserted.iter().step_by(2) {
+            assert!(set.remove(v));
+            let count = model.get_mut(&v).unwrap();
+            *count -= 1;
+        }
+        for (&v, &count) in &model {
+            assert_eq!(set.contains(v), count > 0, "value {v}, count {count}");
+        }
+        for &v in &values(2_000, 99) {
+            if !model.contains_key(&v) {
+                assert!(!set.contains(v));
+                assert!(!set.remove(v));
+            }
+        }
+        // Empty it: it shrinks back and holds nothing.
+        for &v in inserted.iter().skip(1).step_by(2) {
+            assert!(set.remove(v));
+        }
+        assert_eq!(set.len, 0);
+        assert_eq!(set.slots.len(), MIN_SLOTS);
+        assert!(set.slots.iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn zero_hash_top_half_still_has_a_fingerprint() {
+        assert_eq!(fingerprint(0x0000_0000_ffff_ffff), 1);
+        assert_eq!(fingerprint(0x1234_5678_0000_0000), 0x1234_5678);
+    }
+
+    #[test]
+    fn changes_committed_during_a_build_are_replayed_and_a_reset_wins() {
+        let filter = KeyFilter::default();
+        // Stands in for a build: the state a rebuild sets, then its end.
+        *filter.state() = FilterState::Building {
+            build: 1,
+            pending: Vec::new(),
+        };
+        assert!(
+            !filter.certainly_absent(5 << 32),
+            "not usable while building"
+        );
+        filter.record(&[Change::Created(9), Change::Deleted(3)]);
+        let mut scanned = FingerprintSet::default();
+        scanned.insert(3);
+        scanned.insert(4);
+        filter.finish(1, Some(scanned));
+        assert!(filter.wait_built(Duration::from_secs(1)));
+        assert!(!filter.certainly_absent(9 << 32));
+        assert!(filter.certainly_absent(3 << 32), "deleted meanwhile");
+        assert!(!filter.certainly_absent(4 << 32));
+        assert!(filter.memory_bytes() >= MIN_SLOTS * 4);
+
+        // A FLUSHALL during a build: the build's result is dropped.
+        *filter.state() = FilterState::Building {
+            build: 2,
+            pending: Vec::new(),
+        };
+        filter.reset_empty();
+        let mut stale = FingerprintSet::default();
+        stale.insert(4);
+        filter.finish(2, Some(stale));
+        assert!(filter.certainly_absent(4 << 32));
+
+        // A failed build leaves the filter off: every key is read.
+        *filter.state() = FilterState::Building {
+            build: 3,
+            pending: Vec::new(),
+        };
+        filter.finish(3, None);
+        assert!(!filter.wait_built(Duration::from_secs(1)));
+        assert!(!filter.certainly_absent(77 << 32));
+        assert_eq!(filter.memory_bytes(), 0);
+    }
+}
