@@ -9,7 +9,8 @@
 //!
 //! It holds a multiset of 32-bit fingerprints (the top half of the key hash
 //! that already prefixes every data key), one per stored key, in an
-//! open-addressing table: about 5 to 7 bytes per key. A key whose
+//! open-addressing table, in 256 shards that each grow on their own (a
+//! resize never stalls an apply for long): about 5 to 7 bytes per key. A key whose
 //! fingerprint is missing is absent; a key whose fingerprint is present is
 //! probably there (another key may share it: about one in 430 with 10M
 //! keys) and is read from fjall as before. Deleting a key removes one copy
@@ -231,44 +232,115 @@ fn scan(
     Ok(set)
 }
 
-/// Smallest table, in slots.
-const MIN_SLOTS: usize = 1024;
-/// Grow when more than this share of slots (in percent) would be taken.
+/// Shards of the set, by a fingerprint's top byte: each grows and shrinks
+/// on its own, so a resize moves 1/256 of the fingerprints and an apply
+/// never stalls on rehashing millions of them.
+const SHARDS: usize = 256;
+/// Bits of a fingerprint below its shard byte: where in its shard it lives.
+const IN_SHARD_BITS: u32 = 24;
+/// Smallest shard, in slots.
+const MIN_SLOTS: usize = 64;
+/// Grow a shard when more than this share of its slots (in percent) would
+/// be taken.
 const MAX_LOAD_PERCENT: usize = 85;
-/// Shrink when fewer than this share (in percent) are taken.
+/// Shrink a shard when fewer than this share (in percent) are taken.
 const MIN_LOAD_PERCENT: usize = 20;
 
-/// A multiset of non-zero `u32`s: linear probing, each value's home slot
-/// proportional to its value, 0 marking an empty slot, deletion by backward
-/// shift (no tombstones).
+/// A multiset of non-zero `u32`s (see [`Shard`]).
 struct FingerprintSet {
-    slots: Vec<u32>,
+    shards: Vec<Shard>,
     len: usize,
 }
 
 impl Default for FingerprintSet {
     fn default() -> Self {
-        FingerprintSet {
-            slots: vec![0; MIN_SLOTS],
-            len: 0,
-        }
+        FingerprintSet::with_expected(0)
     }
 }
 
 impl FingerprintSet {
-    /// An empty set sized for `expected` values without growing.
+    /// An empty set sized for `expected` uniform values without growing.
     fn with_expected(expected: usize) -> Self {
-        let slots = (expected.saturating_mul(100) / MAX_LOAD_PERCENT + 1).max(MIN_SLOTS);
+        let per_shard = expected / SHARDS;
         FingerprintSet {
-            slots: vec![0; slots],
+            shards: (0..SHARDS).map(|_| Shard::with_expected(per_shard)).collect(),
             len: 0,
         }
     }
 
+    fn shard(&self, value: u32) -> &Shard {
+        &self.shards[(value >> IN_SHARD_BITS) as usize]
+    }
+
+    fn shard_mut(&mut self, value: u32) -> &mut Shard {
+        &mut self.shards[(value >> IN_SHARD_BITS) as usize]
+    }
+
+    fn contains(&self, value: u32) -> bool {
+        self.shard(value).find(value).is_some()
+    }
+
+    fn insert(&mut self, value: u32) {
+        debug_assert_ne!(value, 0);
+        self.shard_mut(value).insert(value);
+        self.len += 1;
+    }
+
+    /// Removes one copy of `value`; returns whether there was one.
+    fn remove(&mut self, value: u32) -> bool {
+        let removed = self.shard_mut(value).remove(value);
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    fn apply(&mut self, changes: &[Change]) {
+        for change in changes {
+            match *change {
+                Change::Created(f) => self.insert(f),
+                Change::Deleted(f) => {
+                    if !self.remove(f) {
+                        // Cannot happen while the filter mirrors the store;
+                        // if it ever does, a stale copy elsewhere only costs
+                        // a read, while a missing one would be wrong.
+                        tracing::error!("key filter lacks a deleted key's fingerprint");
+                    }
+                }
+            }
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.shards.iter().map(Shard::memory_bytes).sum()
+    }
+}
+
+/// One shard: linear probing, each value's home slot proportional to its
+/// bits below the shard byte, 0 marking an empty slot, deletion by backward
+/// shift (no tombstones).
+struct Shard {
+    slots: Vec<u32>,
+    len: usize,
+}
+
+impl Shard {
+    fn with_expected(expected: usize) -> Self {
+        Shard {
+            slots: vec![0; Self::slots_for(expected)],
+            len: 0,
+        }
+    }
+
+    fn slots_for(expected: usize) -> usize {
+        (expected.saturating_mul(100) / MAX_LOAD_PERCENT + 1).max(MIN_SLOTS)
+    }
+
     fn home(&self, value: u32) -> usize {
-        // Scales the value to the table (Lemire's multiply-shift): values
-        // are uniform, and so are home slots.
-        ((u64::from(value) * self.slots.len() as u64) >> 32) as usize
+        // Scales the value's low bits to the shard (Lemire's multiply-shift):
+        // values are uniform, and so are home slots.
+        let low = u64::from(value & ((1 << IN_SHARD_BITS) - 1));
+        ((low * self.slots.len() as u64) >> IN_SHARD_BITS) as usize
     }
 
     fn next(&self, slot: usize) -> usize {
@@ -291,24 +363,22 @@ impl FingerprintSet {
         }
     }
 
-    fn contains(&self, value: u32) -> bool {
-        self.find(value).is_some()
-    }
-
     fn insert(&mut self, value: u32) {
-        debug_assert_ne!(value, 0);
         if (self.len + 1) * 100 > self.slots.len() * MAX_LOAD_PERCENT {
             self.resize(self.slots.len() * 3 / 2);
         }
+        self.place(value);
+        self.len += 1;
+    }
+
+    fn place(&mut self, value: u32) {
         let mut slot = self.home(value);
         while self.slots[slot] != 0 {
             slot = self.next(slot);
         }
         self.slots[slot] = value;
-        self.len += 1;
     }
 
-    /// Removes one copy of `value`; returns whether there was one.
     fn remove(&mut self, value: u32) -> bool {
         let Some(mut hole) = self.find(value) else {
             return false;
@@ -341,32 +411,10 @@ impl FingerprintSet {
         true
     }
 
-    fn apply(&mut self, changes: &[Change]) {
-        for change in changes {
-            match *change {
-                Change::Created(f) => self.insert(f),
-                Change::Deleted(f) => {
-                    if !self.remove(f) {
-                        // Cannot happen while the filter mirrors the store;
-                        // if it ever does, a stale copy elsewhere only costs
-                        // a read, while a missing one would be wrong.
-                        tracing::error!("key filter lacks a deleted key's fingerprint");
-                    }
-                }
-            }
-        }
-    }
-
     fn resize(&mut self, slots: usize) {
         let old = std::mem::replace(&mut self.slots, vec![0; slots.max(MIN_SLOTS)]);
-        self.len = 0;
         for value in old.into_iter().filter(|&v| v != 0) {
-            let mut slot = self.home(value);
-            while self.slots[slot] != 0 {
-                slot = self.next(slot);
-            }
-            self.slots[slot] = value;
-            self.len += 1;
+            self.place(value);
         }
     }
 
@@ -390,8 +438,9 @@ mod tests {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let v = if i % 7 == 0 {
-                    // Clustered at the table's end, to exercise wrap-around.
-                    u32::MAX - (x >> 60) as u32
+                    // Crowded at the last shard's end, so that its runs wrap
+                    // around, with many duplicates.
+                    u32::MAX - (x >> 54) as u32
                 } else {
                     (x >> 32) as u32
                 };
@@ -404,12 +453,17 @@ mod tests {
     fn behaves_as_a_multiset_through_growth_wrap_around_and_shrinking() {
         let mut set = FingerprintSet::default();
         let mut model: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
-        let inserted = values(20_000, 7);
+        let inserted = values(60_000, 7);
         for &v in &inserted {
             set.insert(v);
             *model.entry(v).or_default() += 1;
         }
-        assert!(set.slots.len() > MIN_SLOTS, "grew");
+        let last = &set.shards[SHARDS - 1];
+        assert!(last.slots.len() > MIN_SLOTS, "the crowded last shard grew");
+        assert!(
+            last.slots[0] != 0 && last.slots[last.slots.len() - 1] != 0,
+            "its run wraps around"
+        );
         assert_eq!(set.len, inserted.len());
         // Remove every other value (duplicates included), then check every
         // value's presence against the model.
@@ -427,13 +481,13 @@ mod tests {
                 assert!(!set.remove(v));
             }
         }
-        // Empty it: it shrinks back and holds nothing.
+        // Empty it: every shard shrinks back and holds nothing.
         for &v in inserted.iter().skip(1).step_by(2) {
             assert!(set.remove(v));
         }
         assert_eq!(set.len, 0);
-        assert_eq!(set.slots.len(), MIN_SLOTS);
-        assert!(set.slots.iter().all(|&s| s == 0));
+        assert_eq!(set.memory_bytes(), SHARDS * MIN_SLOTS * 4);
+        assert!(set.shards.iter().all(|s| s.len == 0 && s.slots.iter().all(|&v| v == 0)));
     }
 
     #[test]
@@ -463,7 +517,7 @@ mod tests {
         assert!(!filter.certainly_absent(9 << 32));
         assert!(filter.certainly_absent(3 << 32), "deleted meanwhile");
         assert!(!filter.certainly_absent(4 << 32));
-        assert!(filter.memory_bytes() >= MIN_SLOTS * 4);
+        assert!(filter.memory_bytes() >= SHARDS * MIN_SLOTS * 4);
 
         // A FLUSHALL during a build: the build's result is dropped.
         *filter.state() = FilterState::Building {
