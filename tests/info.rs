@@ -153,6 +153,8 @@ async fn sections_come_in_redis_groups_and_order() {
     assert!(used > 0 && peak >= used, "used {used}, peak {peak}");
     assert!(fields["used_memory_peak_perc"].ends_with('%'));
     assert!(number(&fields, "total_system_memory") > used);
+    // The key filter's table (0 until its build, on a thread, ends).
+    assert!(number(&fields, "key_filter_bytes") < used);
     for human in ["used_memory_human", "used_memory_peak_human"] {
         let v = &fields[human];
         assert!(

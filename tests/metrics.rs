@@ -231,6 +231,7 @@ async fn metrics_of_a_three_node_cluster_parse_and_add_up() {
             "raftis_storage_compactions_total",
             "raftis_storage_compaction_seconds_total",
             "raftis_storage_block_cache_bytes",
+            "raftis_key_filter_bytes",
         ] {
             must(&m, family, &[]);
         }

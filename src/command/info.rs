@@ -132,7 +132,7 @@ pub(super) fn info(node: &Node, session: &mut Session, args: &mut Args) -> Reply
         match section.name {
             "server" => info_server(&mut out, session),
             "clients" => info_clients(&mut out, session),
-            "memory" => info_memory(&mut out),
+            "memory" => info_memory(&mut out, node),
             "persistence" => info_persistence(&mut out, node, session),
             "stats" => info_stats(&mut out, node, session),
             "replication" => info_replication(&mut out, raft.as_ref()),
@@ -256,7 +256,7 @@ fn info_clients(out: &mut String, session: &Session) {
     field!(out, "clients_in_timeout_table", 0);
 }
 
-fn info_memory(out: &mut String) {
+fn info_memory(out: &mut String, node: &Node) {
     out.push_str("# Memory\r\n");
     // Rust's allocator keeps no statistics (Redis's used_memory is what
     // zmalloc counts), so the resident set stands in for used_memory, and
@@ -282,6 +282,8 @@ fn info_memory(out: &mut String) {
     field!(out, "maxmemory_policy", "noeviction");
     field!(out, "mem_fragmentation_ratio", "1.00");
     field!(out, "mem_allocator", mem_allocator());
+    // raftis's own: the filter that spares writes of new keys a point read.
+    field!(out, "key_filter_bytes", node.store.key_filter_bytes());
 }
 
 /// The name of the process's global allocator, once the program that

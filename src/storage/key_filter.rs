@@ -263,7 +263,9 @@ impl FingerprintSet {
     fn with_expected(expected: usize) -> Self {
         let per_shard = expected / SHARDS;
         FingerprintSet {
-            shards: (0..SHARDS).map(|_| Shard::with_expected(per_shard)).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard::with_expected(per_shard))
+                .collect(),
             len: 0,
         }
     }
@@ -487,7 +489,10 @@ mod tests {
         }
         assert_eq!(set.len, 0);
         assert_eq!(set.memory_bytes(), SHARDS * MIN_SLOTS * 4);
-        assert!(set.shards.iter().all(|s| s.len == 0 && s.slots.iter().all(|&v| v == 0)));
+        assert!(set
+            .shards
+            .iter()
+            .all(|s| s.len == 0 && s.slots.iter().all(|&v| v == 0)));
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //! and [`Store::open`] deletes any generation the pointer does not name.
 //!
 //! Writers are serialized (one open [`ApplyBatch`] or import at a time);
-//! readers never wait for them.
+//! readers never wait for them. The writer alone keeps an in-memory filter
+//! of the current generation's keys (`key_filter.rs`), so that an op on a
+//! key the store certainly lacks skips the point read of its previous
+//! state.
 
 mod apply;
 mod encoding;

@@ -488,6 +488,8 @@ pub struct LiveState {
     pub errors_by_prefix: Vec<(String, u64)>,
     /// Disk space, and the storage engine's background work and cache.
     pub persistence: PersistenceStatus,
+    /// Bytes the store's key filter takes (INFO memory's `key_filter_bytes`).
+    pub key_filter_bytes: u64,
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -599,6 +601,12 @@ impl LiveState {
             errors,
         );
         self.register_storage(&mut r);
+        gauge(
+            &mut r,
+            "key_filter_bytes",
+            "Bytes of memory the filter of stored keys takes (0 while it is built)",
+            self.key_filter_bytes,
+        );
         r
     }
 
@@ -706,6 +714,7 @@ mod tests {
                 },
                 ..PersistenceStatus::default()
             },
+            key_filter_bytes: 65_536,
         }
     }
 
@@ -786,6 +795,7 @@ mod tests {
             "raftis_storage_compaction_seconds_total 1.5",
             "raftis_storage_block_cache_bytes 4096",
             "raftis_storage_block_cache_capacity_bytes 33554432",
+            "raftis_key_filter_bytes 65536",
         ] {
             assert!(
                 samples.iter().any(|l| l.starts_with(expected)),
