@@ -368,7 +368,7 @@ impl<'s> ApplyBatch<'s> {
         match self.overlay.entry(key.clone()) {
             MapEntry::Occupied(entry) => Ok(entry.into_mut()),
             MapEntry::Vacant(entry) => {
-                // A new key (most writes' case) needs no read at all.
+                // A key the store certainly lacks needs no read.
                 let stored = if self.store.key_filter.certainly_absent(key_hash(key)) {
                     None
                 } else {

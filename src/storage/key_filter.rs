@@ -25,7 +25,9 @@
 //! changes, which the build replays before the filter is used. Until then,
 //! and for good if a build fails, every key is read.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use fjall::{Keyspace, Readable, Snapshot};
 
@@ -64,6 +66,14 @@ pub(super) struct KeyFilter {
     state: Mutex<FilterState>,
     /// Signalled when a build ends (tests wait on it).
     built: Condvar,
+    /// The running build's thread, if any.
+    builder: Mutex<Option<Builder>>,
+}
+
+/// A build's thread, and the flag that asks it to give up.
+struct Builder {
+    cancel: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
 }
 
 #[derive(Default)]
@@ -121,25 +131,57 @@ impl KeyFilter {
     /// between two batches; `expected` is the key count, to size the table.
     /// A thread that cannot start leaves the filter off (every key read).
     pub(super) fn rebuild(self: &Arc<Self>, data: Keyspace, snapshot: Snapshot, expected: u64) {
-        let build = NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stop_build();
+        let build = NEXT_BUILD.fetch_add(1, Ordering::Relaxed);
         *self.state() = FilterState::Building {
             build,
             pending: Vec::new(),
         };
         let filter = Arc::clone(self);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = Arc::clone(&cancel);
         let spawned = std::thread::Builder::new()
             .name("raftis-keyfilter".into())
             .spawn(move || {
-                let result = scan(&data, &snapshot, expected);
-                drop(snapshot);
-                if let Err(error) = &result {
-                    tracing::warn!(%error, "the key filter's build failed; every write reads its key");
-                }
-                filter.finish(build, result.ok());
+                let result = scan(&data, &snapshot, expected, &cancelled);
+                // The snapshot and the keyspace go before the thread ends:
+                // whoever joins it knows the database is no longer held.
+                drop((snapshot, data));
+                let set = match result {
+                    Ok(set) => set,
+                    Err(error) => {
+                        tracing::warn!(%error, "the key filter's build failed; every write reads its key");
+                        None
+                    }
+                };
+                filter.finish(build, set);
             });
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "cannot start the key filter's build; every write reads its key");
-            self.finish(build, None);
+        match spawned {
+            Ok(thread) => {
+                *self.builder.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Builder { cancel, thread });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the key filter's build; every write reads its key");
+                self.finish(build, None);
+            }
+        }
+    }
+
+    /// Stops a running build and waits for its thread (a few thousand keys
+    /// at most), so that nothing of the store's database is held past the
+    /// store's end, nor scanned for a generation that was replaced.
+    pub(super) fn stop_build(&self) {
+        let builder = self
+            .builder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(builder) = builder {
+            builder.cancel.store(true, Ordering::Relaxed);
+            if builder.thread.join().is_err() {
+                tracing::error!("the key filter's build thread panicked");
+            }
         }
     }
 
@@ -211,17 +253,25 @@ impl KeyFilter {
 
 /// Build numbers: unique per process, so a build's result is never taken
 /// for another's.
-static NEXT_BUILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static NEXT_BUILD: AtomicU64 = AtomicU64::new(1);
 
-/// The fingerprints of every key of `data` in `snapshot`.
+/// How many keys a build scans between two looks at its cancel flag.
+const CANCEL_CHECK_EVERY: usize = 4096;
+
+/// The fingerprints of every key of `data` in `snapshot`; `None` if
+/// `cancel` was raised meanwhile.
 fn scan(
     data: &Keyspace,
     snapshot: &Snapshot,
     expected: u64,
-) -> Result<FingerprintSet, StorageError> {
+    cancel: &AtomicBool,
+) -> Result<Option<FingerprintSet>, StorageError> {
     let started = std::time::Instant::now();
     let mut set = FingerprintSet::with_expected(usize::try_from(expected).unwrap_or(usize::MAX));
-    for item in snapshot.iter(data) {
+    for (scanned, item) in snapshot.iter(data).enumerate() {
+        if scanned % CANCEL_CHECK_EVERY == 0 && cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         set.insert(data_key_fingerprint(&item.key()?)?);
     }
     tracing::info!(
@@ -229,7 +279,7 @@ fn scan(
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "key filter built"
     );
-    Ok(set)
+    Ok(Some(set))
 }
 
 /// Shards of the set, by a fingerprint's top byte: each grows and shrinks

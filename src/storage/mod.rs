@@ -339,6 +339,15 @@ fn decode_u64(raw: &[u8], what: &'static str) -> Result<u64, StorageError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The key filter's build holds a snapshot and a keyspace of this
+        // database: gone with the store, so the directory can be opened
+        // again at once (a node restarted in the same process).
+        self.key_filter.stop_build();
+    }
+}
+
 /// Serializes writers. A flag rather than a mutex so the guard is `Send`:
 /// the state machine may hold a batch across an `.await` while it collects
 /// entries. Writers come one at a time from openraft, so waiting here is a
@@ -425,6 +434,38 @@ pub(crate) mod tests {
         assert_eq!(parse_generation_name("data_"), None);
         assert_eq!(parse_generation_name("data_x"), None);
         assert_eq!(parse_generation_name("raft_log"), None);
+    }
+
+    /// A store dropped while its key filter is still being built lets go
+    /// of the database: the same directory opens again at once (fjall locks
+    /// it while any handle lives), as a node restarted in one process does.
+    #[test]
+    fn reopens_at_once_while_its_key_filter_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(dir.path());
+            let mut batch = store.begin();
+            let pairs = (0..100_000)
+                .map(|i| (Bytes::from(format!("key{i}")), Bytes::from_static(b"v")))
+                .collect();
+            batch.apply(&Op::MSet(pairs), 1_000).unwrap();
+            batch.commit().unwrap();
+            // Reopens then read tables, not 100k journal records.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            assert!(store.flush_memtables(deadline).unwrap());
+        }
+        for _ in 0..2 {
+            // Dropped at once: its build (100k keys) has barely begun.
+            let store = open_store(dir.path());
+            assert_eq!(store.key_count(), 100_000);
+        }
+        let store = open_store(dir.path());
+        assert!(store
+            .key_filter
+            .wait_built(std::time::Duration::from_secs(30)));
+        assert!(!store
+            .key_filter
+            .certainly_absent(encoding::key_hash(b"key7")));
     }
 
     #[test]
