@@ -221,6 +221,10 @@ pub struct StorageConfig {
     /// below half of which it stops taking new log entries); 0 disables
     /// the check.
     pub min_free_mb: u64,
+    /// Keep an in-memory filter of the stored keys (5 to 7 bytes per key)
+    /// so that writes of new keys skip the storage lookup of their
+    /// previous value.
+    pub key_filter: bool,
 }
 
 /// `[telemetry]`: OpenTelemetry export.
@@ -316,6 +320,7 @@ impl Default for StorageConfig {
             cache_size_mb: 32,
             memtable_size_mb: 8,
             min_free_mb: 256,
+            key_filter: true,
         }
     }
 }
@@ -693,6 +698,7 @@ impl StorageConfig {
         crate::storage::EngineOptions {
             cache_size_bytes: self.cache_size_bytes(),
             memtable_size_bytes: self.memtable_size_mb.saturating_mul(1024 * 1024),
+            key_filter: self.key_filter,
         }
     }
 
@@ -1698,9 +1704,10 @@ mod tests {
             assert_eq!(config.storage.memtable_size_mb, 8);
             assert_eq!(config.storage.engine().memtable_size_bytes, 8 * 1024 * 1024);
             assert_eq!(config.storage.engine().cache_size_bytes, 32 * 1024 * 1024);
+            assert!(config.storage.engine().key_filter);
             jail.create_file(
                 "m.toml",
-                "[storage]\nmemtable_size_mb = 1024\ncache_size_mb = 16\n",
+                "[storage]\nmemtable_size_mb = 1024\ncache_size_mb = 16\nkey_filter = false\n",
             )?;
             let config = load(&["raftis", "--config", "m.toml"])?;
             assert_eq!(
@@ -1708,8 +1715,12 @@ mod tests {
                 crate::storage::EngineOptions {
                     cache_size_bytes: 16 * 1024 * 1024,
                     memtable_size_bytes: 1024 * 1024 * 1024,
+                    key_filter: false,
                 }
             );
+            jail.set_env("RAFTIS_STORAGE__KEY_FILTER", "true");
+            let config = load(&["raftis", "--config", "m.toml"])?;
+            assert!(config.storage.engine().key_filter);
             Ok(())
         });
     }

@@ -334,3 +334,62 @@ async fn each_node_counts_its_own_reads_and_applied_expiries() {
         }
     }
 }
+
+/// `key_filter_bytes`: the filter's table once its build is done (on a
+/// thread at start), whose writes of new keys stay exact (DBSIZE, SET NX);
+/// 0 on a node started with `storage.key_filter = false`, which answers the
+/// same.
+#[tokio::test]
+async fn the_key_filter_shows_its_memory_and_can_be_turned_off() {
+    let (mut cluster, mut con) = one_node().await;
+    let filter_bytes = |text: &str| number(&parse(text).1, "key_filter_bytes");
+    let probe = con.clone();
+    common::eventually_async(DEADLINE, || {
+        let mut con = probe.clone();
+        async move { filter_bytes(&info(&mut con, &["memory"]).await) > 0 }
+    })
+    .await;
+    let bytes = filter_bytes(&info(&mut con, &["memory"]).await);
+    // 256 shards of at least 64 slots of 4 bytes.
+    assert!(bytes >= 256 * 64 * 4, "key_filter_bytes:{bytes}");
+
+    let writes = |con: &mut MultiplexedConnection| {
+        let mut con = con.clone();
+        async move {
+            for i in 0..50 {
+                let key = format!("k{i}");
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg("v")
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+            }
+            let again: Option<String> = redis::cmd("SET")
+                .arg("k7")
+                .arg("w")
+                .arg("NX")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert_eq!(again, None, "k7 exists");
+            let dbsize: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+            dbsize
+        }
+    };
+    assert_eq!(writes(&mut con).await, 50);
+
+    cluster.stop(1).await;
+    cluster.config_mut(1).storage.key_filter = false;
+    cluster.restart(1).await;
+    cluster.wait_for_leader().await;
+    let mut con = cluster.client(1).await;
+    assert_eq!(filter_bytes(&info(&mut con, &["memory"]).await), 0);
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    assert_eq!(writes(&mut con).await, 50);
+    assert_eq!(
+        filter_bytes(&info(&mut con, &["memory"]).await),
+        0,
+        "FLUSHALL left it off"
+    );
+}

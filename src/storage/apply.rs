@@ -349,7 +349,7 @@ impl<'s> ApplyBatch<'s> {
             store.expires_count.store(expires, Ordering::Release);
         }
         // Still the writer, so the filter follows the batches in order.
-        if switched {
+        if switched && store.engine.key_filter {
             store.key_filter.reset_empty();
         }
         store.key_filter.record(&changes);
@@ -771,6 +771,7 @@ fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
 mod tests {
     use super::*;
     use crate::storage::tests::open_store;
+    use crate::storage::EngineOptions;
     use std::time::Duration;
 
     const NOW: u64 = 1_000_000;
@@ -1561,9 +1562,15 @@ mod tests {
         let (dir_on, dir_off) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let filtered = open_store(dir_on.path());
         assert!(filtered.key_filter.wait_built(Duration::from_secs(10)));
-        let reading = open_store(dir_off.path());
-        reading.key_filter.wait_built(Duration::from_secs(10));
-        reading.key_filter.turn_off();
+        let without_filter = EngineOptions {
+            key_filter: false,
+            ..EngineOptions::default()
+        };
+        let reading = Store::open(
+            without_filter.open_database(dir_off.path()).unwrap(),
+            &without_filter,
+        )
+        .unwrap();
 
         let k = |i: usize| b(&format!("k{i}"));
         let set = |key: Bytes, condition, expiry| Op::Set {
@@ -1690,6 +1697,7 @@ mod tests {
             keys
         };
         assert_eq!(held(&filtered), held(&reading));
+        assert_eq!(reading.key_filter_bytes(), 0, "storage.key_filter = false");
         let never_absent = |store: &Store| {
             for key in held(store) {
                 assert!(

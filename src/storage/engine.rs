@@ -57,6 +57,9 @@ pub struct EngineOptions {
     /// Largest memtable of each keyspace before it is flushed, bytes
     /// (`storage.memtable_size_mb`).
     pub memtable_size_bytes: u64,
+    /// Keep the in-memory filter of stored keys (`storage.key_filter`; see
+    /// `key_filter.rs`).
+    pub key_filter: bool,
 }
 
 impl Default for EngineOptions {
@@ -64,6 +67,7 @@ impl Default for EngineOptions {
         EngineOptions {
             cache_size_bytes: DEFAULT_CACHE_SIZE_BYTES,
             memtable_size_bytes: DEFAULT_MEMTABLE_SIZE_BYTES,
+            key_filter: true,
         }
     }
 }
@@ -202,6 +206,7 @@ mod tests {
         let options = EngineOptions {
             cache_size_bytes: 1024 * 1024,
             memtable_size_bytes,
+            key_filter: true,
         };
         let db = options.open_database(dir.path()).unwrap();
         (dir, options, db)

@@ -3,17 +3,17 @@
 //! Every write's apply needs the key's previous state (was it there, with
 //! which expiry) for the exact key count and the expiry index. In an LSM
 //! tree that is a point read: a memtable skiplist search and a filter and
-//! index lookup per table, most of a write's storage cost when the key is
-//! new. [`KeyFilter`] answers "certainly absent" for such keys without
-//! touching fjall.
+//! index lookup per table, up to a third of a pipelined write's CPU (see
+//! benches/RESULTS.md). [`KeyFilter`] answers "certainly absent" for a key
+//! the store does not have without touching fjall.
 //!
 //! It holds a multiset of 32-bit fingerprints (the top half of the key hash
-//! that already prefixes every data key), one per stored key, in an
-//! open-addressing table, in 256 shards that each grow on their own (a
-//! resize never stalls an apply for long): about 5 to 7 bytes per key. A key whose
-//! fingerprint is missing is absent; a key whose fingerprint is present is
-//! probably there (another key may share it: about one in 430 with 10M
-//! keys) and is read from fjall as before. Deleting a key removes one copy
+//! that already prefixes every data key), one per stored key, in
+//! open-addressing tables: 256 shards that each grow on their own, so a
+//! resize never stalls an apply for long; about 5 to 7 bytes per key. A key
+//! whose fingerprint is missing is absent; a key whose fingerprint is
+//! present is probably there (another key may share it: about one in 430
+//! with 10M keys) and is read from fjall as before. Deleting a key removes one copy
 //! of its fingerprint, so the multiset always equals the fingerprints of
 //! the stored keys and there are never false "absent" answers.
 //!
@@ -120,10 +120,15 @@ impl KeyFilter {
     }
 
     /// The generation changed to an empty one (FLUSHALL): nothing is stored.
-    /// A build of the old generation still running will find its result
-    /// unwanted.
+    /// A build of the old generation still running is told to stop (its
+    /// result would be dropped anyway).
     pub(super) fn reset_empty(&self) {
         *self.state() = FilterState::Ready(FingerprintSet::default());
+        // Its scan is of no use now; the thread is joined by the next
+        // rebuild or the store's end, not here, in the middle of an apply.
+        if let Some(builder) = &*self.builder.lock().unwrap_or_else(PoisonError::into_inner) {
+            builder.cancel.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Starts building the filter of `data` as `snapshot` sees it, on a
@@ -223,13 +228,6 @@ impl KeyFilter {
             })
             .unwrap_or_else(PoisonError::into_inner);
         matches!(*state, FilterState::Ready(_))
-    }
-
-    /// Turns the filter off, as a failed build would: every key is read.
-    /// For tests.
-    #[cfg(test)]
-    pub(super) fn turn_off(&self) {
-        *self.state() = FilterState::Off;
     }
 
     /// How many fingerprints it holds, when usable. For tests.

@@ -176,8 +176,10 @@ impl Store {
         }
 
         let key_filter = Arc::new(key_filter::KeyFilter::default());
-        // No writer exists yet: the snapshot falls between two batches.
-        key_filter.rebuild(current.data.clone(), db.snapshot(), key_count);
+        if engine.key_filter {
+            // No writer exists yet: the snapshot falls between two batches.
+            key_filter.rebuild(current.data.clone(), db.snapshot(), key_count);
+        }
         Ok(Store {
             next_generation: AtomicU64::new(highest.max(current.id) + 1),
             db,

@@ -135,7 +135,9 @@ impl Store {
         self.switch_to(generation, count, expires);
         // Still the writer: the snapshot holds all of the new generation and
         // no later batch.
-        self.key_filter.rebuild(data, self.db.snapshot(), count);
+        if self.engine.key_filter {
+            self.key_filter.rebuild(data, self.db.snapshot(), count);
+        }
         Ok(())
     }
 
