@@ -452,7 +452,7 @@ pub(crate) mod tests {
                 .collect();
             batch.apply(&Op::MSet(pairs), 1_000).unwrap();
             batch.commit().unwrap();
-            // Reopens then read tables, not 100k journal records.
+            // In tables: the reopened stores' builds scan them from disk.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             assert!(store.flush_memtables(deadline).unwrap());
         }
