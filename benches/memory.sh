@@ -119,6 +119,12 @@ info_field() {
 
 is_leader() { [[ $(info_field "$1" raft_role) == leader ]]; }
 
+# The key filter's memory on the node at port $1, in MiB (INFO
+# key_filter_bytes; 0 while it is being built or when it is off).
+filter_mib() {
+    awk -v b="$(info_field "$1" key_filter_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }'
+}
+
 # Whether the node on port $1 has purged its log (after a snapshot).
 log_purged() {
     local purged
@@ -272,7 +278,7 @@ part_rss() {
     load_keys "${ports[0]}" 0 "$KEYS" "$VALUE_SIZE"
     local after; after=$(rss_of "$redis")
     warm "${ports[0]}"
-    rows+=("| redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') | - | ${after% *} | $(rss_of "$redis" | tr ' ' '|' | sed 's/|/ | /') | ${LOAD_SECONDS} |")
+    rows+=("| redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') | - | ${after% *} | $(rss_of "$redis" | tr ' ' '|' | sed 's/|/ | /') | - | ${LOAD_SECONDS} |")
     local redis_rss=${after% *}
     stop "$redis"
 
@@ -285,7 +291,7 @@ part_rss() {
     wait_settled "${ports[1]}"
     after=$(rss_of "$one")
     warm "${ports[1]}"
-    rows+=("| raftis, 1 node | 1 (leader) | ${after% *} | $(rss_of "$one" | tr ' ' '|' | sed 's/|/ | /') | ${LOAD_SECONDS} |")
+    rows+=("| raftis, 1 node | 1 (leader) | ${after% *} | $(rss_of "$one" | tr ' ' '|' | sed 's/|/ | /') | $(filter_mib "${ports[1]}") | ${LOAD_SECONDS} |")
     stop "$one"
 
     # Three raftis nodes; the load goes to the leader.
@@ -312,17 +318,17 @@ part_rss() {
     for i in 0 1 2; do
         local role=follower
         if ((i == leader)); then role=leader; fi
-        rows+=("| raftis, 3 nodes | $((i + 1)) ($role) | ${three_after[i]% *} | $(rss_of "${nodes[i]}" | tr ' ' '|' | sed 's/|/ | /') | ${LOAD_SECONDS} |")
+        rows+=("| raftis, 3 nodes | $((i + 1)) ($role) | ${three_after[i]% *} | $(rss_of "${nodes[i]}" | tr ' ' '|' | sed 's/|/ | /') | $(filter_mib "${resp[i]}") | ${LOAD_SECONDS} |")
     done
     stop "${nodes[@]}"
     PIDS=()
 
     report "### Resident memory with $KEYS keys of $VALUE_SIZE bytes"
     report ""
-    report "MiB of VmRSS; 'after GETs' is after $GETS random GETs (-c $CLIENTS) on that node; peak is VmHWM. redis-server: appendonly yes, appendfsync always."
+    report "MiB of VmRSS; 'after GETs' is after $GETS random GETs (-c $CLIENTS) on that node; peak is VmHWM; key filter: INFO key_filter_bytes in MiB (part of the RSS). redis-server: appendonly yes, appendfsync always."
     report ""
-    report "| server | node | RSS after load | RSS after GETs | peak | load time (s) |"
-    report "|---|---|---:|---:|---:|---:|"
+    report "| server | node | RSS after load | RSS after GETs | peak | key filter | load time (s) |"
+    report "|---|---|---:|---:|---:|---:|---:|"
     for p in "${rows[@]}"; do report "$p"; done
     report ""
     report "redis-server RSS after load: $redis_rss MiB."
@@ -348,6 +354,7 @@ part_growth() {
     get_small=$(bench_rps "${ports[0]}" get "$SMALL_KEYS")
     set_small=$(bench_rps "${ports[0]}" set "$SMALL_KEYS")
     local rss_small; rss_small=$(rss_of "$pid")
+    local filter_small; filter_small=$(filter_mib "${ports[0]}")
     load_keys "${ports[0]}" "$SMALL_KEYS" "$BIG_KEYS" "$VALUE_SIZE"
     local big_load=$LOAD_SECONDS
     wait_settled "${ports[0]}"
@@ -357,6 +364,7 @@ part_growth() {
     get_big=$(bench_rps "${ports[0]}" get "$BIG_KEYS")
     set_big=$(bench_rps "${ports[0]}" set "$BIG_KEYS")
     local rss_big; rss_big=$(rss_of "$pid")
+    local filter_big; filter_big=$(filter_mib "${ports[0]}")
     local disk; disk=$(du -sm "$dir/node" | cut -f1)
     stop "$pid"
     PIDS=()
@@ -365,11 +373,11 @@ part_growth() {
     report ""
     report "redis-benchmark -c $CLIENTS -d $VALUE_SIZE -n $REQUESTS -r KEYS, after loading KEYS keys. Loading $SMALL_KEYS keys took $small_load s, the $((BIG_KEYS - SMALL_KEYS)) more $big_load s; the data dir then took $disk MiB. GET/s first right after each load, while the engine flushed and compacted, then once it had been idle for $SETTLE_SECONDS s ($small_settle s and $big_settle s after those GETs), then SET/s."
     report ""
-    report "| keys | GET/s after load | GET/s settled | SET/s | RSS (MiB) | peak |"
-    report "|---:|---:|---:|---:|---:|---:|"
-    report "| $SMALL_KEYS | ${early_small%.*} | ${get_small%.*} | ${set_small%.*} | ${rss_small// / | } |"
-    report "| $BIG_KEYS | ${early_big%.*} | ${get_big%.*} | ${set_big%.*} | ${rss_big// / | } |"
-    report "| ratio | $(ratio "$early_big" "$early_small") | $(ratio "$get_big" "$get_small") | $(ratio "$set_big" "$set_small") | | |"
+    report "| keys | GET/s after load | GET/s settled | SET/s | RSS (MiB) | peak | key filter (MiB) |"
+    report "|---:|---:|---:|---:|---:|---:|---:|"
+    report "| $SMALL_KEYS | ${early_small%.*} | ${get_small%.*} | ${set_small%.*} | ${rss_small// / | } | $filter_small |"
+    report "| $BIG_KEYS | ${early_big%.*} | ${get_big%.*} | ${set_big%.*} | ${rss_big// / | } | $filter_big |"
+    report "| ratio | $(ratio "$early_big" "$early_small") | $(ratio "$get_big" "$get_small") | $(ratio "$set_big" "$set_small") | | | |"
     report ""
     rm -rf "$dir"
 }
