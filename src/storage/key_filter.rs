@@ -64,7 +64,7 @@ pub(super) enum Change {
 #[derive(Default)]
 pub(super) struct KeyFilter {
     state: Mutex<FilterState>,
-    /// Signalled when a build ends (tests wait on it).
+    /// Signalled when the state leaves `Building` (tests wait on it).
     built: Condvar,
     /// The running build's thread, if any.
     builder: Mutex<Option<Builder>>,
@@ -124,6 +124,7 @@ impl KeyFilter {
     /// result would be dropped anyway).
     pub(super) fn reset_empty(&self) {
         *self.state() = FilterState::Ready(FingerprintSet::default());
+        self.built.notify_all();
         // Its scan is of no use now; the thread is joined by the next
         // rebuild or the store's end, not here, in the middle of an apply.
         if let Some(builder) = &*self.builder.lock().unwrap_or_else(PoisonError::into_inner) {
