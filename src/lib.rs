@@ -30,7 +30,9 @@
 //! 4. [`storage`] applies committed operations to fjall deterministically:
 //!    no clock (the leader stamps each entry with its time, and expiry is
 //!    computed from that stamp), no randomness, one atomic batch per run of
-//!    entries with the last-applied position inside it.
+//!    entries with the last-applied position inside it. An in-memory filter
+//!    of the stored keys spares a write of a new key the read of its
+//!    previous state; it only ever answers "certainly absent".
 //!
 //! [`node`] ties them together for one process; [`config`] merges defaults,
 //! file, environment and flags; [`error`] is the top of the error types, each
@@ -68,6 +70,9 @@
 //!   member under a new id (docs/operations.md).
 //! - `--force-new-cluster` gives up what the lost majority committed but
 //!   never sent to the surviving node; it is a last resort by design.
+//! - A node's memory grows with its key count beyond the block cache: the
+//!   key filter (5 to 7 bytes per key; `storage.key_filter`) and fjall's
+//!   index and filter blocks, which stay pinned in memory.
 
 pub mod cluster;
 pub mod command;
