@@ -24,7 +24,7 @@ use fjall::Slice;
 
 use super::encoding::{
     data_key, decode_value, encode_value, expiry_key, key_hash, push_data_key, Header, Kind,
-    VALUE_HEADER_LEN,
+    HASH_LEN, VALUE_HEADER_LEN,
 };
 use super::key_filter::{fingerprint, Change};
 use super::number::{add_floats, parse_i64, FloatError};
@@ -368,12 +368,18 @@ impl<'s> ApplyBatch<'s> {
         match self.overlay.entry(key.clone()) {
             MapEntry::Occupied(entry) => Ok(entry.into_mut()),
             MapEntry::Vacant(entry) => {
-                // A key the store certainly lacks needs no read.
-                let stored = if self.store.key_filter.certainly_absent(key_hash(key)) {
+                self.scratch.clear();
+                push_data_key(&mut self.scratch, key);
+                // A key the store certainly lacks needs no read. The data
+                // key starts with the key's hash: no second hashing.
+                let absent = self.scratch.first_chunk::<HASH_LEN>().is_some_and(|hash| {
+                    self.store
+                        .key_filter
+                        .certainly_absent(u64::from_be_bytes(*hash))
+                });
+                let stored = if absent {
                     None
                 } else {
-                    self.scratch.clear();
-                    push_data_key(&mut self.scratch, key);
                     self.generation.data.get(&self.scratch)?
                 };
                 let committed = match &stored {

@@ -545,9 +545,21 @@ mod tests {
     }
 
     #[test]
-    fn zero_hash_top_half_still_has_a_fingerprint() {
+    fn fingerprints_come_from_the_data_key_hash_and_are_never_zero() {
         assert_eq!(fingerprint(0x0000_0000_ffff_ffff), 1);
         assert_eq!(fingerprint(0x1234_5678_0000_0000), 0x1234_5678);
+        let mut data_key = Vec::new();
+        super::super::encoding::push_data_key(&mut data_key, b"k");
+        assert_eq!(
+            data_key_fingerprint(&data_key).unwrap(),
+            fingerprint(super::super::encoding::key_hash(b"k"))
+        );
+        // A stored key too short to hold a hash fails the build (which then
+        // leaves the filter off) instead of being guessed at.
+        assert!(matches!(
+            data_key_fingerprint(b"short"),
+            Err(StorageError::Corrupt(_))
+        ));
     }
 
     #[test]
