@@ -366,9 +366,7 @@ async fn the_key_filter_shows_its_memory_and_can_be_turned_off() {
                     .unwrap();
             }
             let again: Option<String> = redis::cmd("SET")
-                .arg("k7")
-                .arg("w")
-                .arg("NX")
+                .arg(&["k7", "w", "NX"])
                 .query_async(&mut con)
                 .await
                 .unwrap();

@@ -23,10 +23,10 @@ use bytes::Bytes;
 use fjall::Slice;
 
 use super::encoding::{
-    data_key, decode_value, encode_value, expiry_key, key_hash, push_data_key, Header, Kind,
-    HASH_LEN, VALUE_HEADER_LEN,
+    data_key, decode_value, encode_value, expiry_key, push_data_key, Header, Kind, HASH_LEN,
+    VALUE_HEADER_LEN,
 };
-use super::key_filter::{fingerprint, Change};
+use super::key_filter::{data_key_fingerprint, Change};
 use super::number::{add_floats, parse_i64, FloatError};
 use super::{
     caller_meta_key, Generation, StorageError, Store, WriterGuard, COUNT_KEY, EXPIRES_KEY,
@@ -288,9 +288,22 @@ impl<'s> ApplyBatch<'s> {
                 Some(raw) => Some(decode_value(raw)?.0.expire_at),
                 None => None,
             };
+            // The key count and the key filter change with the key's
+            // presence; the filter's fingerprint is the data key's hash.
+            let stored_key = data_key(&key);
             match (&slot.current, slot.committed) {
-                (Some(raw), _) => batch.insert(&generation.data, data_key(&key), raw.clone()),
-                (None, Some(_)) => batch.remove(&generation.data, data_key(&key)),
+                (Some(raw), committed) => {
+                    if committed.is_none() {
+                        added += 1;
+                        changes.push(Change::Created(data_key_fingerprint(&stored_key)?));
+                    }
+                    batch.insert(&generation.data, stored_key, raw.clone());
+                }
+                (None, Some(_)) => {
+                    removed += 1;
+                    changes.push(Change::Deleted(data_key_fingerprint(&stored_key)?));
+                    batch.remove(&generation.data, stored_key);
+                }
                 (None, None) => {}
             }
             let old_at = slot.committed.filter(|&at| at != 0);
@@ -307,17 +320,6 @@ impl<'s> ApplyBatch<'s> {
                 if let Some(at) = new_at {
                     batch.insert(&generation.expiry, expiry_key(at, &key), &b""[..]);
                 }
-            }
-            match (slot.committed.is_some(), slot.current.is_some()) {
-                (false, true) => {
-                    added += 1;
-                    changes.push(Change::Created(fingerprint(key_hash(&key))));
-                }
-                (true, false) => {
-                    removed += 1;
-                    changes.push(Change::Deleted(fingerprint(key_hash(&key))));
-                }
-                _ => {}
             }
         }
         let count = (base_count + added).saturating_sub(removed);
@@ -776,6 +778,8 @@ fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::encoding::key_hash;
+    use crate::storage::key_filter::fingerprint;
     use crate::storage::tests::open_store;
     use crate::storage::EngineOptions;
     use std::time::Duration;

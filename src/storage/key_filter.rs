@@ -45,7 +45,10 @@ pub(super) fn fingerprint(hash: u64) -> u32 {
 }
 
 /// The fingerprint of a stored data key, from its hash prefix.
-fn data_key_fingerprint(data_key: &[u8]) -> Result<u32, StorageError> {
+///
+/// # Errors
+/// [`StorageError::Corrupt`] for a key too short to hold a hash.
+pub(super) fn data_key_fingerprint(data_key: &[u8]) -> Result<u32, StorageError> {
     let prefix: [u8; HASH_LEN] = data_key
         .get(..HASH_LEN)
         .and_then(|p| p.try_into().ok())

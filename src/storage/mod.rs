@@ -197,8 +197,8 @@ impl Store {
     /// Bytes of memory the key filter takes (see `key_filter.rs`): about 5
     /// to 7 per key; 0 while it is being built.
     #[must_use]
-    pub fn key_filter_bytes(&self) -> usize {
-        self.key_filter.memory_bytes()
+    pub fn key_filter_bytes(&self) -> u64 {
+        u64::try_from(self.key_filter.memory_bytes()).unwrap_or(u64::MAX)
     }
 
     /// Starts applying a group of committed entries. Only one batch (or

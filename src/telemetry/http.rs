@@ -164,8 +164,7 @@ async fn metrics(State(endpoints): State<Arc<Endpoints>>, headers: HeaderMap) ->
         connections_rejected: front.stats.rejected_connections.load(Ordering::Relaxed),
         errors_by_prefix: front.stats.error_counts(),
         persistence: endpoints.node.cluster.persistence(),
-        key_filter_bytes: u64::try_from(endpoints.node.store.key_filter_bytes())
-            .unwrap_or(u64::MAX),
+        key_filter_bytes: endpoints.node.store.key_filter_bytes(),
     };
     match endpoints.node.telemetry.metrics.encode(&live, format) {
         Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
